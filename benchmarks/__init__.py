@@ -1,0 +1,1 @@
+"""Benchmarks: interleaved timing harness, accuracy / fidelity metrics, reports."""

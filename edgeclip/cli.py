@@ -1,0 +1,171 @@
+"""``edgeclip`` command line: parse, validate, call the Python API, print.  No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeclip.errors import EdgeclipError
+
+FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
+
+
+class _Group(click.Group):
+    """Turns user mistakes into one line + exit code; ``--debug`` keeps the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeclipError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"Error: {e}", fg="red", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.secho("Interrupted: nothing partial was written.", fg="red", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="edgeclip")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx, debug):
+    """Compress, export (.onnx / .ptl / .pte), verify and benchmark CLIP and ViT image models.
+
+    \b
+    Typical use (offline, built-in Fashion-MNIST CLIP):
+      edgeclip export --quant int8          # writes out/<name>/{model.onnx, manifest.json}
+      edgeclip bench --target cpu           # accuracy + latency of every artifact in out/
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    cells = [[h for _, h, _ in cols]]
+    for r in rows:
+        line = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            line.append("-" if v is None else fmt.format(v) if not isinstance(v, str) else v)
+        cells.append(line)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return tuple(out) or ("onnx",)
+
+
+@main.command()
+@click.option("--model", "-m", default=None, help="edgeclip-fmnist (default), an open_clip name (ViT-B-32), a model folder, or timm:<name>.")
+@click.option("--pretrained", default=None, help="Pretrained tag (openai, laion2b_s34b_b79k; 'hub' for timm), a checkpoint file, or 'none' (random weights).")
+@click.option("--task", type=click.Choice(["classifier", "image-encoder", "text-encoder"]), default=None, help="What to export [classifier].")
+@click.option("--quant", type=click.Choice(["none", "int8", "fp16", "bf16"]), default=None, help="Precision of the artifact [none].")
+@click.option("--scheme", type=click.Choice(["dynamic", "static"]), default=None, help="int8 scheme [dynamic].")
+@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack"]), default=None,
+              help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx].")
+@click.option("--format", "formats", multiple=True, help="onnx, ptl, pte or all; repeat or comma-separate [onnx].")
+@click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
+@click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
+@click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
+@click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
+@click.option("--verify-size", type=int, default=None, help="Real images used to verify each artifact against eager fp32 [256].")
+@click.option("--out", "-o", default=None, help="Output directory [out].")
+@click.option("--name", default=None, help="Artifact folder name [derived from model, format and quantization].")
+@click.option("--recipe", "recipe_file", type=click.Path(), default=None, help="TOML/JSON/YAML recipe; flags override its keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
+def export(model, pretrained, task, quant, scheme, backend, formats, data, labels, calib_data, calib_size, verify_size,
+           out, name, recipe_file, as_json):
+    """Export a model to verified deployable artifacts (written atomically with manifest.json)."""
+    from edgeclip.exporter.recipe import ExportRecipe
+
+    recipe = ExportRecipe.from_file(recipe_file) if recipe_file else ExportRecipe()
+    flags = {"model": model, "pretrained": pretrained, "task": task, "quant": quant, "scheme": scheme, "backend": backend,
+             "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
+             "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name}
+    recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
+    recipe.validated()  # refuse impossible combinations before loading anything
+
+    from edgeclip.pipeline import export as run_export, read_labels
+
+    arts = run_export(recipe=recipe, labels=read_labels(labels) if labels else None, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps([a.manifest for a in arts], indent=2))
+        return
+    rows = []
+    for a in arts:
+        m, f = a.manifest, a.manifest["fidelity"]
+        rows.append({"artifact": str(a.dir), "format": m["format"], "quant": m["quantization"]["dtype"],
+                     "mb": m["file"]["bytes"] / 1e6, "cos": f["mean_cosine"],
+                     "agree": None if f["top1_agreement"] is None else 100 * f["top1_agreement"], "inputs": f["inputs"]})
+    click.echo(_table(rows, [("artifact", "artifact", "{}"), ("format", "format", "{}"), ("quant", "quant", "{}"),
+                             ("mb", "size MB", "{:.2f}"), ("cos", "cosine vs fp32", "{:.5f}"),
+                             ("agree", "top-1 agree %", "{:.2f}"), ("inputs", "verified on", "{}")]))
+    if any(a.manifest.get("random_weights") for a in arts):
+        click.echo("Note: random weights: numbers prove plumbing and timing only, not accuracy.")
+
+
+@main.command(name="eval")
+@click.argument("target", required=False, default="edgeclip-fmnist")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint when TARGET is a model name.")
+@click.option("--data", default="fashion-mnist", show_default=True, help="Labelled evaluation set spec.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_cmd(target, pretrained, data, limit, threads, as_json):
+    """Top-1 / top-5 accuracy of a model (eager fp32) or an exported artifact folder on a labelled set."""
+    from edgeclip.pipeline import evaluate
+
+    res = evaluate(target, data, pretrained=pretrained, limit=limit, threads=threads, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(_table([res], [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("images", "images", "{}"),
+                              ("top1", "top-1 %", "{:.2f}"), ("top5", "top-5 %", "{:.2f}")]))
+    if res.get("note"):
+        click.echo(f"Note: {res['note']}")
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path())
+@click.option("--target", type=click.Choice(["cpu", "cuda", "mobile"]), default="cpu", show_default=True, help="Where to run.")
+@click.option("--data", default="fashion-mnist", show_default=True, help="Labelled set for accuracy.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Accuracy on the first N images only [all].")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
+@click.option("--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Batch-1 calls per artifact per round.")
+@click.option("--batch", type=click.IntRange(min=2), default=64, show_default=True, help="Batch size for throughput.")
+@click.option("--out", "-o", default="out", show_default=True, help="Where artifacts are found when none are given.")
+@click.option("--report-dir", default=None, help="Where bench.json / bench.md go [<out>/bench].")
+@click.option("--no-baseline", is_flag=True, help="Skip the fp32 eager row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report JSON.")
+def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, as_json):
+    """Accuracy, agreement with fp32, size, latency and throughput of artifacts (default: all in --out)."""
+    from edgeclip.benchmarks.report import markdown
+    from edgeclip.benchmarks.timing import TimingConfig
+    from edgeclip.pipeline import bench as run_bench
+
+    report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=threads, limit=limit,
+                       timing=TimingConfig(rounds=rounds, reps_per_round=reps, throughput_batch=batch),
+                       report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(markdown(report))
+    click.echo(f"Wrote {', '.join(report.get('files', []))}")
+    if any(r.get("error") for r in report["rows"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The public Python API: ``export``, ``evaluate``, ``bench``.  The CLI is a thin layer over these.
+
+Each accepts a model spec string (see ``edgeclip.models.factory``) or the user's own
+``torch.nn.Module`` with its preprocessing and labels, so a custom ViT with a custom head goes
+through exactly the same export -> verify -> measure path as a hub model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.export import ExportSubject, write_artifact
+from edgeclip.exporter.manifest import Artifact, find_artifacts, open_artifact
+from edgeclip.exporter.recipe import ExportRecipe
+from edgeclip.models.datasets import LabeledImages, load_dataset
+from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, LoadedModel, load_model
+from edgeclip.models.preprocess import Preprocess
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return nullcontext(None)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names from a text file (one per line) or a JSON list; refuses empty and duplicated lists."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise EdgeclipError(f"labels file {p} does not exist; pass a text file with one class name per line")
+    text = p.read_text().strip()
+    labels = json.loads(text) if text.startswith("[") else [line.strip() for line in text.splitlines() if line.strip()]
+    return check_labels(labels, str(p))
+
+
+def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:
+    labels = [str(x) for x in labels]
+    if not labels:
+        raise EdgeclipError(f"{where} is empty; give one class name per output of the model")
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise EdgeclipError(f"{where} repeats class names ({', '.join(dup[:3])}); each class must appear once")
+    return labels
+
+
+@dataclass
+class Prepared:
+    """A module ready to export or run, with the facts that travel with it."""
+
+    module: torch.nn.Module
+    task: str
+    preprocess: Preprocess | None
+    classes: list[str]
+    source: dict
+    random_weights: bool
+    tokenizer: Any = None
+    tokenizer_info: dict | None = None
+    templates: list[str] | None = None
+    prompt_names: list[str] | None = None
+
+
+def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretrained: str | None = None,
+            data: LabeledImages | None = None, labels: Sequence[str] | None = None,
+            preprocess: Preprocess | None = None, templates: Sequence[str] | None = None,
+            model_kwargs: dict | None = None) -> Prepared:
+    """Load (or accept) a model and wrap it for ``task``: classifier, image-encoder or text-encoder."""
+    if isinstance(model, torch.nn.Module):
+        pre = preprocess or getattr(model, "preprocess", None)
+        if task != "text-encoder" and not isinstance(pre, Preprocess):
+            raise EdgeclipError("a custom module needs its preprocessing: pass preprocess=Preprocess(size=..., mean=..., std=...)")
+        classes = list(labels) if labels is not None else list(getattr(model, "classes", None) or (data.classes if data else []))
+        if task == "classifier":
+            check_labels(classes, "labels")
+        return Prepared(model.eval(), task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
+                        bool(getattr(model, "random_weights", False)))
+    loaded: LoadedModel = load_model(model, pretrained, **(model_kwargs or {}))
+    templates = list(templates) if templates else None
+    if task == "classifier":
+        classes = list(labels) if labels is not None else (data.classes if data else None)
+        prompt_names = None
+        if labels is None and data is not None:
+            prompt_names = data.prompt_names
+        module = loaded.classifier(check_labels(classes, "labels") if classes else None, prompt_names, templates)
+        classes = module.classes
+    elif task == "image-encoder":
+        module, classes = loaded.image_encoder(), []
+    else:
+        module, classes = loaded.text_encoder(), []
+    return Prepared(module, task, loaded.preprocess if task != "text-encoder" else None, list(classes), loaded.source,
+                    loaded.random_weights, loaded.tokenizer, loaded.tokenizer_info,
+                    templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names)
+
+
+def _captions(prep: Prepared, data: LabeledImages | None) -> list[str]:
+    from edgeclip.models.wrappers import DEFAULT_TEMPLATES
+
+    names = prep.prompt_names or (data.prompt_names or data.classes if data else ["cat", "dog", "car", "tree"])
+    return [t.format(c=n) for n in names for t in (prep.templates or DEFAULT_TEMPLATES)]
+
+
+def _subject(prep: Prepared, data: LabeledImages | None, verify_size: int, example_input: torch.Tensor | None,
+             progress: bool) -> ExportSubject:
+    if prep.task == "text-encoder":
+        if prep.tokenizer is None:
+            raise EdgeclipError("text export of a custom module needs a tokenizer; export an open_clip model by name")
+        caps = _captions(prep, data)[:verify_size]
+        inputs, desc = prep.tokenizer(caps).numpy().astype(np.int64), f"{len(caps)} real captions (class names x templates)"
+        in_name, out_name = "input_ids", "text_embeddings"
+    else:
+        if data is not None:
+            sub = data.take(verify_size)
+            with _bar(progress, len(sub), "preprocess verification images") as bar:
+                inputs = sub.tensors(prep.preprocess, bar.update if bar else None).numpy()
+            desc = f"{data.name} {data.split}[:{len(sub)}]"
+        elif example_input is not None:
+            inputs, desc = example_input.detach().float().cpu().numpy(), "the caller's example input only (no labelled images given)"
+        else:
+            raise EdgeclipError("no images to verify the artifact on; pass data='fashion-mnist' / --data SPEC or an example input")
+        in_name, out_name = "pixel_values", "logits" if prep.task == "classifier" else "image_embeddings"
+    subject = ExportSubject(prep.module, prep.task, prep.classes, prep.preprocess.to_dict() if prep.preprocess else None,
+                            prep.source, prep.random_weights, in_name, out_name, inputs, desc, prep.tokenizer_info)
+    ref = subject.reference_outputs()
+    if prep.task == "classifier" and ref.shape[-1] != len(prep.classes):
+        raise EdgeclipError(f"the model has {ref.shape[-1]} outputs but {len(prep.classes)} labels were given; "
+                            "pass one label per output")
+    return subject
+
+
+def export(model: str | torch.nn.Module | None = None, example_input: torch.Tensor | None = None,
+           recipe: ExportRecipe | None = None, *, preprocess: Preprocess | None = None,
+           labels: Sequence[str] | None = None, progress: bool = False, model_kwargs: dict | None = None,
+           **overrides: Any) -> list[Artifact]:
+    """Export ``model`` per ``recipe`` (fields can be overridden as keywords); returns the verified artifacts."""
+    recipe = replace(recipe or ExportRecipe(), **overrides)
+    if isinstance(model, str):
+        recipe = replace(recipe, model=model)
+    recipe = recipe.validated()
+    data = load_dataset(recipe.data, "test") if recipe.data else None
+    prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
+                   data=data, labels=labels, preprocess=preprocess, templates=recipe.templates, model_kwargs=model_kwargs)
+    if isinstance(model, torch.nn.Module):
+        recipe = replace(recipe, model=prep.source["model"])
+    subject = _subject(prep, data, recipe.verify_size, example_input, progress)
+    artifacts = []
+    with _bar(progress, len(recipe.formats), "export") as bar:
+        for fmt in recipe.formats:
+            artifacts.append(write_artifact(subject, recipe, fmt, Path(recipe.out)))
+            if bar:
+                bar.update(1)
+    return artifacts
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+def _images(data: LabeledImages, pre: Preprocess, cache: dict, progress: bool) -> np.ndarray:
+    key = (data.spec(), data.split, len(data), json.dumps(pre.to_dict(), sort_keys=True))
+    if key not in cache:
+        with _bar(progress, len(data), f"preprocess {data.name}") as bar:
+            cache[key] = data.tensors(pre, bar.update if bar else None).numpy()
+    return cache[key]
+
+
+def _run_all(session, inputs: np.ndarray, progress: bool, desc: str) -> np.ndarray:
+    from edgeclip.runtimes import run_batched
+
+    with _bar(progress, len(inputs), desc) as bar:
+        return run_batched(session, inputs, 256, bar.update if bar else None)
+
+
+def _check_label_match(classes: Sequence[str], data: LabeledImages, what: str) -> None:
+    if len(classes) != len(data.classes):
+        raise EdgeclipError(f"{what} has {len(classes)} classes but {data.name} has {len(data.classes)}; "
+                            "evaluate on the dataset it was exported for")
+
+
+def evaluate(model: str | torch.nn.Module | Artifact = "edgeclip-fmnist", data: str = "fashion-mnist", *,
+             pretrained: str | None = None, limit: int | None = None, threads: int | None = None,
+             preprocess: Preprocess | None = None, labels: Sequence[str] | None = None,
+             templates: Sequence[str] | None = None, progress: bool = False) -> dict:
+    """Top-1 / top-5 of a model (spec or module, eager fp32) or of an exported artifact on a labelled set."""
+    from edgeclip.runtimes import TorchEagerSession, load as load_session
+
+    threads = threads or torch.get_num_threads()
+    ds = load_dataset(data, "test", limit)
+    artifact = model if isinstance(model, Artifact) else None
+    if isinstance(model, (str, Path)) and Path(str(model)).expanduser().joinpath("manifest.json").is_file():
+        artifact = open_artifact(model)
+    if artifact is not None:
+        if artifact.manifest.get("task") != "classifier":
+            raise EdgeclipError(f"{artifact.name} is a {artifact.manifest.get('task')} artifact; accuracy needs a classifier")
+        _check_label_match(artifact.manifest["labels"], ds, artifact.name)
+        session = load_session(artifact, threads)
+        pre = Preprocess.from_dict(artifact.manifest["preprocessing"])
+        what, random_weights = artifact.name, artifact.manifest.get("random_weights", False)
+    else:
+        prep = prepare(model, pretrained=pretrained, data=ds, labels=labels, preprocess=preprocess, templates=templates)
+        _check_label_match(prep.classes, ds, "the model")
+        session, pre, what, random_weights = TorchEagerSession(prep.module, threads), prep.preprocess, prep.source["model"], prep.random_weights
+    from edgeclip.benchmarks.accuracy import accuracy_metrics
+
+    x = _images(ds, pre, {}, progress)
+    logits = _run_all(session, x, progress, f"evaluate {what}")
+    out = {"model": str(what), "runtime": session.name, "dataset": f"{ds.name} {ds.split} ({ds.source})", "threads": threads,
+           **accuracy_metrics(logits, ds.labels)}
+    if random_weights:
+        out["note"] = RANDOM_WEIGHTS_NOTE
+    return out
+
+
+# ------------------------------------------------------------------------------------------ bench
+
+def _baseline_key(a: Artifact) -> str:
+    r = a.manifest.get("recipe", {})
+    return json.dumps([a.manifest.get("source"), a.manifest.get("task"), a.manifest.get("labels"), r.get("data"),
+                       r.get("templates")], sort_keys=True, default=str)
+
+
+def _baseline(a: Artifact, data: LabeledImages) -> Prepared | None:
+    """The fp32 eager model an artifact came from, rebuilt from its manifest (None for user modules)."""
+    src = a.manifest.get("source") or {}
+    if str(src.get("model", "")).startswith("user module"):
+        return None
+    r = a.manifest.get("recipe", {})
+    export_data = load_dataset(r["data"], "test") if r.get("data") else data
+    return prepare(src["model"], task=a.manifest["task"], pretrained=src.get("pretrained"), data=export_data,
+                   templates=r.get("templates"), model_kwargs=src.get("kwargs") or None)
+
+
+def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",
+          target: str = "cpu", threads: int | None = None, limit: int | None = None, timing=None,
+          report_dir: str | Path | None = None, baseline: bool = True, progress: bool = False) -> dict:
+    """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict."""
+    from edgeclip.benchmarks.accuracy import accuracy_metrics
+    from edgeclip.benchmarks.report import environment, write_report
+    from edgeclip.benchmarks.timing import TimingConfig, time_interleaved
+    from edgeclip.runtimes import TorchEagerSession, load as load_session
+
+    if target != "cpu":
+        raise EdgeclipError(f"--target {target} is not available in this release; use --target cpu")
+    timing = timing or TimingConfig()
+    threads = threads or os.cpu_count() or 1
+    if threads < 1:
+        raise EdgeclipError(f"--threads must be at least 1 (got {threads})")
+    if isinstance(artifacts, (str, Path)):
+        arts = find_artifacts(artifacts)
+        if not arts:
+            raise EdgeclipError(f"no artifacts under {artifacts}; run 'edgeclip export' first or pass artifact folders")
+    else:
+        arts = [a if isinstance(a, Artifact) else open_artifact(a) for a in artifacts]
+    arts = [a for a in arts if a.manifest.get("task") == "classifier"] or arts
+    ds = load_dataset(data, "test", limit)
+    cache: dict = {}
+    rows: list[dict] = []
+    sessions: dict[str, Any] = {}
+    inputs: dict[str, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
+    ref_of: dict[str, str] = {}
+    torch.set_num_threads(threads)
+
+    baselines: dict[str, str] = {}
+    for a in arts:
+        key = _baseline_key(a)
+        if baseline and key not in baselines:
+            prep = _baseline(a, ds)
+            if prep is not None:
+                name = f"{Path(str(prep.source['model'])).name} fp32 eager"
+                baselines[key] = name
+                _check_label_match(prep.classes, ds, name)
+                sessions[name] = TorchEagerSession(prep.module, threads)
+                inputs[name] = _images(ds, prep.preprocess, cache, progress)
+                rows.append({"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
+                             "file_mb": None, "random_weights": prep.random_weights, "baseline": True})
+        row = {"artifact": a.name, "format": a.format, "runtime": None, "quant": _quant_label(a.manifest),
+               "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
+               "random_weights": a.manifest.get("random_weights", False)}
+        try:
+            _check_label_match(a.manifest["labels"], ds, a.name)
+            t0 = time.perf_counter()
+            sess = load_session(a, threads)
+            row["load_s"] = time.perf_counter() - t0
+            row["runtime"] = sess.name
+            sessions[a.name] = sess
+            inputs[a.name] = _images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), cache, progress)
+            if key in baselines:
+                ref_of[a.name] = baselines[key]
+        except EdgeclipError as e:
+            row["error"] = str(e)
+        rows.append(row)
+
+    for name, sess in list(sessions.items()):
+        try:
+            outputs[name] = _run_all(sess, inputs[name], progress, f"accuracy {name}")
+        except Exception as e:  # a crashing runtime is a row with its error, not a crashed report
+            next(r for r in rows if r["artifact"] == name)["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            sessions.pop(name)
+    for r in rows:
+        n = r["artifact"]
+        if n in outputs:
+            ref = outputs.get(ref_of.get(n, ""), None) if not r.get("baseline") else None
+            r.update(accuracy_metrics(outputs[n], ds.labels, ref))
+    if sessions:
+        timed_inputs = {k: (s, inputs[k][:1], inputs[k][:timing.throughput_batch]) for k, s in sessions.items()}
+        with _bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
+            timed = time_interleaved(timed_inputs, timing, bar.update if bar else None)
+        for r in rows:
+            if r["artifact"] in timed:
+                r.update(timed[r["artifact"]].summary())
+        for r in rows:
+            base = ref_of.get(r["artifact"]) or (r["artifact"] if r.get("baseline") else None)
+            if base in timed and "latency_ms_median" in r:
+                r["speedup"] = timed[base].summary()["latency_ms_median"] / r["latency_ms_median"]
+    report = {"schema": "edgeclip.bench/1", "target": target, "dataset": f"{ds.name} {ds.split}, {len(ds)} images ({ds.source})",
+              "environment": environment(threads), "timing": timing.__dict__, "rows": rows,
+              "random_weights": any(r.get("random_weights") for r in rows)}
+    if report["random_weights"]:
+        report["note"] = RANDOM_WEIGHTS_NOTE
+    if report_dir is not None:
+        report["files"] = [str(p) for p in write_report(report, Path(report_dir))]
+    return report
+
+
+def _quant_label(m: dict) -> str:
+    q = m.get("quantization") or {}
+    if q.get("dtype") in (None, "fp32"):
+        return "fp32"
+    return f"{q['dtype']} {q.get('scheme', '')}".strip()

@@ -1,0 +1,1 @@
+"""Exporter: recipe validation, quantization, format writers, verification and manifests."""

@@ -1,0 +1,125 @@
+"""Write one verified artifact: produce the file in a staging folder, reload it with its own runtime,
+compare it with the eager model on real inputs, and only then move it into place with its manifest.
+
+Formats and quantizers only produce files; this module is the one place that decides whether a
+file is good enough to ship, so every format gets the same guarantee.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeclip.errors import FidelityError
+
+from .atomic import staged_dir
+from .fidelity import THRESHOLDS, compare
+from .formats.onnx import OPSET, export_onnx
+from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
+from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
+from .recipe import ExportRecipe
+
+
+@dataclass
+class ExportSubject:
+    """The module to export and the facts that travel with it into every manifest."""
+
+    module: torch.nn.Module
+    task: str
+    classes: list[str]
+    preprocess: dict | None            # Preprocess.to_dict(), None for the text encoder
+    source: dict
+    random_weights: bool
+    input_name: str
+    output_name: str
+    verify_inputs: np.ndarray          # real images (preprocessed) or real captions (token ids)
+    verify_desc: str
+    tokenizer: dict | None = None
+    reference: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classifier"
+
+    def reference_outputs(self) -> np.ndarray:
+        if self.reference is None:
+            with torch.inference_mode():
+                x = torch.from_numpy(self.verify_inputs)
+                self.reference = torch.cat([self.module(x[i:i + 256]) for i in range(0, len(x), 256)]).float().numpy()
+        return self.reference
+
+
+def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str:
+    if recipe.name:
+        return recipe.name if len(recipe.formats) == 1 else f"{recipe.name}-{fmt}"
+    model = Path(str(subject.source.get("model", "model"))).name.replace(":", "-").replace("/", "-")
+    quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
+    return f"{model}-{subject.task}-{fmt}-{quant}"
+
+
+def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
+    example = torch.from_numpy(subject.verify_inputs[:2])
+    target = stage / MODEL_FILES["onnx"]
+    if recipe.quant == "none":
+        export_onnx(subject.module, example, target, subject.input_name, subject.output_name)
+        return {"dtype": "fp32", "method": "none"}
+    fp32 = stage / "fp32.onnx.tmp"
+    export_onnx(subject.module, example, fp32, subject.input_name, subject.output_name)
+    info = quantize_onnx_dynamic(fp32, target, OrtDynamicConfig())
+    fp32.unlink()
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info}
+
+
+PRODUCERS = {"onnx": _produce_onnx}
+
+
+def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:
+    """Produce, verify and atomically publish ``out_dir/<name>/``; raises FidelityError if it misses its bar."""
+    from edgeclip.runtimes import load as load_session, run_batched
+
+    name = artifact_name(subject, recipe, fmt)
+    final = Path(out_dir) / name
+    t0 = time.perf_counter()
+    with staged_dir(final) as stage:
+        quant_info = PRODUCERS[fmt](subject, recipe, stage)
+        model_file = stage / MODEL_FILES[fmt]
+        session = load_session(Artifact(stage, {"format": fmt, "file": {"name": model_file.name}}), threads=torch.get_num_threads(), check=False)
+        outputs = run_batched(session, subject.verify_inputs)
+        fid = compare(subject.reference_outputs(), outputs, subject.verify_desc, subject.classification)
+        dtype_key = "fp32" if recipe.quant == "none" else recipe.quant
+        threshold = THRESHOLDS[dtype_key]
+        failures = threshold.failures(fid, subject.random_weights)
+        if failures:
+            raise FidelityError(f"{name} not written: {'; '.join(failures)} vs eager fp32 on {fid.inputs}; "
+                                "use a milder quantization (e.g. --quant none) or check the model")
+        out_shape = ["batch", *outputs.shape[1:]]
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "format": fmt,
+            "task": subject.task,
+            "file": {"name": model_file.name, "bytes": model_file.stat().st_size, "sha256": sha256_file(model_file)},
+            "inputs": [{"name": subject.input_name, "shape": ["batch", *subject.verify_inputs.shape[1:]],
+                        "dtype": str(subject.verify_inputs.dtype)}],
+            "outputs": [{"name": subject.output_name, "shape": out_shape, "dtype": "float32"}],
+            "opset": OPSET if fmt == "onnx" else None,
+            "preprocessing": subject.preprocess,
+            "labels": subject.classes,
+            "tokenizer": subject.tokenizer,
+            "quantization": quant_info,
+            "source": subject.source,
+            "random_weights": subject.random_weights,
+            "recipe": recipe.to_dict(),
+            "fidelity": fid.to_dict(),
+            "fidelity_threshold": {"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,
+                                   "agreement_enforced": not subject.random_weights},
+            "versions": library_versions(),
+            "export_seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_manifest(stage, manifest)
+    return Artifact(final, manifest)

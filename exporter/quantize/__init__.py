@@ -1,0 +1,1 @@
+"""One module per quantizer; each declares what it quantizes and returns facts for the manifest."""

@@ -1,0 +1,136 @@
+"""The export recipe: one typed record of every choice, validated before any work starts.
+
+It is built from CLI flags, from a TOML / JSON / YAML file, or in Python, and it is written into
+every manifest so an artifact can be rebuilt and its numbers explained.  The support table below
+is the single source of truth for which (format, quant, scheme, backend) combinations exist;
+anything else is refused here, naming a combination that does work.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from edgeclip.errors import EdgeclipError
+
+FORMATS = ("onnx", "ptl", "pte")
+QUANTS = ("none", "int8", "fp16", "bf16")
+SCHEMES = ("dynamic", "static")
+BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack")
+TASKS = ("classifier", "image-encoder", "text-encoder")
+
+# (format, quant, scheme, backend) -> what produces it.  scheme is None for float artifacts.
+SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
+    ("onnx", "none", None, "onnxruntime"): "torch.onnx.export (dynamo, opset 18)",
+    ("onnx", "int8", "dynamic", "onnxruntime"): "onnxruntime quantize_dynamic, per-channel int8 weights",
+}
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
+
+
+@dataclass
+class ExportRecipe:
+    model: str = "edgeclip-fmnist"
+    pretrained: str | None = None
+    task: str = "classifier"
+    quant: str = "none"
+    scheme: str | None = None            # default: dynamic for int8, None for float
+    backend: str | None = None           # default: the format's natural backend
+    formats: tuple[str, ...] = ("onnx",)
+    data: str | None = "fashion-mnist"   # class names + real images for fidelity checks
+    calib_data: str | None = None
+    calib_size: int = 256
+    verify_size: int = 256
+    out: str = "out"
+    name: str | None = None
+    templates: list[str] | None = field(default=None)
+
+    def validated(self) -> "ExportRecipe":
+        """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
+        r = replace(self, formats=tuple(self.formats))
+        if "all" in r.formats:
+            r.formats = tuple(sorted({f for (f, *_rest) in SUPPORTED}))
+        for f in r.formats:
+            if f not in FORMATS:
+                raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(FORMATS)} or all")
+        if r.quant not in QUANTS:
+            raise EdgeclipError(f"unknown --quant {r.quant!r}; use one of {', '.join(QUANTS)}")
+        if r.task not in TASKS:
+            raise EdgeclipError(f"unknown task {r.task!r}; use one of {', '.join(TASKS)}")
+        if r.scheme is not None and r.scheme not in SCHEMES:
+            raise EdgeclipError(f"unknown --scheme {r.scheme!r}; use dynamic or static")
+        if r.backend is not None and r.backend not in BACKENDS:
+            raise EdgeclipError(f"unknown --backend {r.backend!r}; use one of {', '.join(BACKENDS)}")
+        if r.quant in ("none", "fp16", "bf16"):
+            if r.scheme is not None:
+                raise EdgeclipError(f"--scheme {r.scheme} only applies to --quant int8; drop --scheme or add --quant int8")
+        else:
+            r.scheme = r.scheme or "dynamic"
+        if not (1 <= r.verify_size <= 100_000):
+            raise EdgeclipError(f"--verify-size must be between 1 and 100000 (got {r.verify_size})")
+        if not (1 <= r.calib_size <= 100_000):
+            raise EdgeclipError(f"--calib-size must be between 1 and 100000 (got {r.calib_size})")
+        for f in r.formats:
+            backend = r.backend or DEFAULT_BACKEND[f]
+            if (f, r.quant, r.scheme, backend) not in SUPPORTED:
+                raise EdgeclipError(self._refusal(f, backend, r))
+        return r
+
+    def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:
+        asked = f"--format {fmt} --quant {r.quant}" + (f" --scheme {r.scheme}" if r.scheme else "") + f" --backend {backend}"
+        if r.quant in ("fp16", "bf16"):
+            why = f"{r.quant} artifacts target CUDA and are not available in this release"
+        elif fmt != "onnx" or backend != "onnxruntime":
+            why = f"{MODEL_KIND[fmt]} artifacts" + (f" for the {backend} backend" if backend != DEFAULT_BACKEND[fmt] or fmt == "onnx" else "") \
+                + " are not available in this release"
+        else:
+            why = f"static int8 needs calibration support, not available in this release"
+        ok = "; ".join(f"--format {f} --quant {q}" + (f" --scheme {s}" if s else "") + f" --backend {b}"
+                       for (f, q, s, b) in SUPPORTED)
+        return f"{asked}: {why}; available now: {ok}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["formats"] = list(self.formats)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExportRecipe":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise EdgeclipError(f"unknown recipe keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        d = dict(d)
+        if isinstance(d.get("formats"), str):
+            d["formats"] = (d["formats"],)
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ExportRecipe":
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise EdgeclipError(f"recipe file {p} does not exist; pass a .toml, .json or .yaml recipe")
+        text = p.read_text()
+        try:
+            if p.suffix == ".toml":
+                import tomllib
+
+                d = tomllib.loads(text)
+            elif p.suffix in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:
+            raise EdgeclipError(f"cannot parse recipe {p} ({type(e).__name__}: {str(e)[:120]}); fix its syntax") from None
+        if not isinstance(d, dict):
+            raise EdgeclipError(f"recipe {p} must be a table of keys (model, quant, formats, ...)")
+        return cls.from_dict(d.get("recipe", d))
+
+
+MODEL_KIND = {"onnx": "ONNX (.onnx)", "ptl": "TorchScript-lite (.ptl)", "pte": "ExecuTorch (.pte)"}
+
+
+def support_table() -> list[dict]:
+    return [{"format": f, "quant": q, "scheme": s or "-", "backend": b, "how": how} for (f, q, s, b), how in SUPPORTED.items()]

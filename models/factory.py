@@ -1,0 +1,254 @@
+"""One factory for every model edgeclip loads: the built-in model, open_clip, local folders, timm.
+
+A model is named by one spec string, so the CLI flag, the Python API and the manifest's
+``source`` all use the same words and any artifact can be rebuilt from its manifest:
+
+* ``edgeclip-fmnist`` (default) -- the project's own small CLIP trained on Fashion-MNIST;
+* ``ViT-B-32`` (any ``open_clip.list_models()`` name) with ``pretrained`` = a tag (``openai``,
+  ``laion2b_s34b_b79k``...), ``none`` for random init, or a local checkpoint file;
+* a folder (or ``local-dir:<folder>``) with ``open_clip_config.json`` + ``open_clip_model.safetensors``;
+* ``hf-hub:<org>/<repo>`` -- an open_clip model on the Hugging Face hub;
+* ``timm:<name>`` (e.g. ``timm:deit_small_patch16_224``) with ``pretrained`` = ``hub``, ``none`` or a file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgeclip.errors import EdgeclipError
+
+from .preprocess import Preprocess
+from .wrappers import DEFAULT_TEMPLATES, ImageClassifier, ImageEncoder, TextEncoder, zero_shot_head
+
+BUILTIN_NAME = "edgeclip-fmnist"
+BUILTIN_DIR = Path(__file__).resolve().parent / "weights" / "edgeclip_fmnist"
+RANDOM_WEIGHTS_NOTE = "random weights: numbers prove plumbing and timing only, not accuracy"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model plus everything needed to wrap it and to record where it came from."""
+
+    family: str                      # "open_clip" or "timm"
+    model: nn.Module
+    preprocess: Preprocess
+    source: dict                     # {"model": spec, "pretrained": ..., ...}: reload with load_model(**source)
+    random_weights: bool
+    tokenizer: Callable | None = None
+    tokenizer_info: dict | None = None
+    templates: list[str] | None = None
+    classes: list[str] | None = None
+    prompt_names: list[str] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
+                   templates: list[str] | None = None) -> ImageClassifier:
+        """CLIP: vision tower + zero-shot head baked from ``prompt_names x templates``; timm: the model's own head."""
+        if self.family == "timm":
+            classes = classes or self.classes or [str(i) for i in range(self.model.num_classes)]
+            if len(classes) != self.model.num_classes:
+                raise EdgeclipError(f"{len(classes)} class names given but the timm head has {self.model.num_classes} outputs; "
+                                    "pass labels that match the head or a checkpoint fine-tuned on your classes")
+            return ImageClassifier(self.model, nn.Identity(), self.preprocess, classes, False, self.random_weights)
+        classes = classes or self.classes
+        if not classes:
+            raise EdgeclipError("a CLIP classifier needs class names; pass --data (its classes are used) or --labels FILE")
+        if prompt_names is None:
+            prompt_names = self.prompt_names if (self.classes == list(classes) and self.prompt_names) else list(classes)
+        if len(prompt_names) != len(classes):
+            raise EdgeclipError(f"{len(prompt_names)} prompt names for {len(classes)} classes; give one per class")
+        head = zero_shot_head(self.model, self.tokenizer, prompt_names, templates or self.templates or DEFAULT_TEMPLATES)
+        return ImageClassifier(self.model.visual, head, self.preprocess, classes, True, self.random_weights).eval()
+
+    def image_encoder(self) -> ImageEncoder:
+        if self.family == "timm":
+            return ImageEncoder(_TimmFeatures(self.model), self.preprocess, self.random_weights).eval()
+        return ImageEncoder(self.model.visual, self.preprocess, self.random_weights).eval()
+
+    def text_encoder(self) -> TextEncoder:
+        if self.family != "open_clip":
+            raise EdgeclipError(f"{self.source['model']} has no text tower; text export needs a CLIP model")
+        return TextEncoder(self.model, self.tokenizer_info or {}, self.random_weights).eval()
+
+
+class _TimmFeatures(nn.Module):
+    """A timm model's pooled pre-logits features (the embedding its head sees)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, **kwargs: Any) -> LoadedModel:
+    """Load a model by spec (see module docstring); ``kwargs`` go to the model constructor (timm / open_clip)."""
+    spec = (model or BUILTIN_NAME).strip()
+    if spec == BUILTIN_NAME:
+        if not (BUILTIN_DIR / "open_clip_config.json").is_file():
+            raise EdgeclipError(f"built-in weights missing from {BUILTIN_DIR}; reinstall edgeclip")
+        loaded = _load_open_clip_dir(BUILTIN_DIR)
+        loaded.source = {"model": BUILTIN_NAME, "pretrained": None}
+        return loaded
+    if spec.startswith("timm:"):
+        return _load_timm(spec[5:], pretrained, kwargs)
+    if spec.startswith("local-dir:"):
+        return _load_open_clip_dir(Path(spec[10:]).expanduser())
+    if Path(spec).expanduser().is_dir():
+        return _load_open_clip_dir(Path(spec).expanduser())
+    if "/" in spec and not spec.startswith("hf-hub:"):
+        raise EdgeclipError(f"model folder {spec} does not exist; pass a folder with open_clip_config.json, "
+                            "an open_clip name like ViT-B-32, or timm:<name>")
+    return _load_open_clip_named(spec, pretrained, kwargs)
+
+
+def _open_clip():
+    import open_clip
+
+    return open_clip
+
+
+def _tokenizer_info(tokenizer, context_length: int | None) -> dict:
+    info = {"class": type(tokenizer).__name__,
+            "context_length": int(getattr(tokenizer, "context_length", context_length or 77) or context_length or 77)}
+    for key, attr in (("vocab_size", "vocab_size"), ("sot_token_id", "sot_token_id"), ("eot_token_id", "eot_token_id")):
+        if getattr(tokenizer, attr, None) is not None:
+            info[key] = int(getattr(tokenizer, attr))
+    if hasattr(tokenizer, "encoder") and "vocab_size" not in info:
+        info["vocab_size"] = len(tokenizer.encoder)
+    info["pad_token_id"] = 0
+    info["pooling"] = "argmax (EOT token has the highest id)" if info["class"] == "SimpleTokenizer" else "model-specific"
+    return info
+
+
+def _preprocess_from_open_clip(model: nn.Module, fallback: dict | None = None) -> Preprocess:
+    cfg = dict(getattr(model.visual, "preprocess_cfg", None) or fallback or {})
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[1]:
+            raise EdgeclipError(f"non-square input size {tuple(size)} is not supported yet; use a square model")
+        size = size[0]
+    return Preprocess(size=int(size), mean=tuple(cfg.get("mean", Preprocess.mean)), std=tuple(cfg.get("std", Preprocess.std)),
+                      interpolation=cfg.get("interpolation", "bicubic"))
+
+
+def _finish_open_clip(model, tokenizer, source: dict, random_weights: bool, folder: Path | None = None) -> LoadedModel:
+    model.eval()
+    meta = {}
+    if folder is not None and (folder / "templates.json").is_file():
+        meta = json.loads((folder / "templates.json").read_text())
+    ctx = getattr(model, "context_length", None)
+    return LoadedModel("open_clip", model, _preprocess_from_open_clip(model), source, random_weights,
+                       tokenizer, _tokenizer_info(tokenizer, ctx), meta.get("templates"), meta.get("classes"),
+                       meta.get("prompt_names"))
+
+
+def _load_open_clip_dir(folder: Path) -> LoadedModel:
+    oc = _open_clip()
+    cfg = folder / "open_clip_config.json"
+    if not folder.is_dir():
+        raise EdgeclipError(f"model folder {folder} does not exist; pass a folder with open_clip_config.json and open_clip_model.safetensors")
+    if not cfg.is_file():
+        raise EdgeclipError(f"{folder} has no open_clip_config.json; a local model folder needs open_clip_config.json + open_clip_model.safetensors")
+    weights = [p for p in (folder / "open_clip_model.safetensors", folder / "open_clip_pytorch_model.bin") if p.is_file()]
+    if not weights:
+        raise EdgeclipError(f"{folder} has no open_clip_model.safetensors; put the checkpoint beside open_clip_config.json")
+    try:
+        model = oc.create_model(f"local-dir:{folder}", load_weights=True)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({first}); "
+                            "the checkpoint must match the config (same widths, layers and vocab)") from None
+    tokenizer = oc.get_tokenizer(f"local-dir:{folder}")
+    return _finish_open_clip(model, tokenizer, {"model": str(folder.resolve()), "pretrained": None}, False, folder)
+
+
+def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
+    oc = _open_clip()
+    if not name.startswith("hf-hub:") and name not in oc.list_models():
+        close = difflib.get_close_matches(name, oc.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models()"
+        raise EdgeclipError(f"unknown model {name!r}; {hint} (or timm:<name>, or a folder)")
+    tag = (pretrained or "none").strip()
+    random_weights = tag.lower() == "none"
+    if random_weights:
+        model = oc.create_model(name, pretrained=None, **kwargs)
+    elif Path(tag).expanduser().suffix in (".safetensors", ".bin", ".pt", ".pth") or "/" in tag:
+        path = Path(tag).expanduser()
+        if not path.is_file():
+            raise EdgeclipError(f"checkpoint file {path} does not exist; pass an existing .safetensors/.bin/.pt file or a pretrained tag")
+        try:
+            model = oc.create_model(name, pretrained=str(path), **kwargs)
+        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise EdgeclipError(f"cannot load checkpoint {path} into {name} ({first}); "
+                                "check that it was saved from the same architecture and is not truncated") from None
+    else:
+        if not name.startswith("hf-hub:"):
+            tags = oc.list_pretrained_tags_by_model(name)
+            if tag not in tags:
+                raise EdgeclipError(f"unknown pretrained tag {tag!r} for {name}; use one of {', '.join(tags) or 'none'} "
+                                    "or a local checkpoint file, or 'none' for random weights")
+        try:
+            model = oc.create_model(name, pretrained=tag if not name.startswith("hf-hub:") else None, **kwargs)
+        except Exception as e:  # network / hub failures come in many types; all mean "could not fetch"
+            where = (oc.get_pretrained_cfg(name, tag) or {}).get("hf_hub") if not name.startswith("hf-hub:") else name[7:]
+            raise EdgeclipError(
+                f"could not download {name} weights '{tag}' from {where or 'its hub'} ({type(e).__name__}: offline?); "
+                f"download open_clip_model.safetensors on a connected machine and pass --pretrained /path/to/open_clip_model.safetensors") from None
+    tokenizer = oc.get_tokenizer(name)
+    return _finish_open_clip(model, tokenizer, {"model": name, "pretrained": tag, "kwargs": kwargs}, random_weights)
+
+
+def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
+    import timm
+    from timm.data import resolve_data_config
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise EdgeclipError(f"unknown timm model {name!r}; " + (f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"))
+    tag = (pretrained or "none").strip()
+    random_weights = tag.lower() == "none"
+    try:
+        if random_weights:
+            model = timm.create_model(name, pretrained=False, **kwargs)
+        elif tag.lower() == "hub":
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        else:
+            path = Path(tag).expanduser()
+            if not path.is_file():
+                raise EdgeclipError(f"checkpoint file {path} does not exist; pass an existing checkpoint, 'hub' to download, or 'none'")
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            timm.models.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except EdgeclipError:
+        raise
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise EdgeclipError(f"cannot load {tag} into timm:{name} ({first}); the checkpoint must come from the same architecture") from None
+    except Exception as e:
+        if tag.lower() != "hub":
+            raise EdgeclipError(f"cannot read checkpoint {tag} ({type(e).__name__}: {str(e)[:120]}); is it a complete torch/safetensors file?") from None
+        raise EdgeclipError(f"could not download timm:{name} weights from the Hugging Face hub ({type(e).__name__}: offline?); "
+                            "save the checkpoint on a connected machine and pass --pretrained /path/to/model.safetensors") from None
+    model.eval()
+    cfg = resolve_data_config({}, model=model)
+    pre = Preprocess(size=int(cfg["input_size"][-1]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                     interpolation=cfg.get("interpolation", "bicubic"), crop_pct=float(cfg.get("crop_pct", 1.0)))
+    classes = None
+    if getattr(model, "num_classes", 0) == 1000:
+        try:
+            from timm.data import ImageNetInfo
+
+            classes = list(ImageNetInfo().label_descriptions())
+        except Exception:  # label files are optional in some timm builds
+            classes = None
+    return LoadedModel("timm", model, pre, {"model": f"timm:{name}", "pretrained": tag, "kwargs": kwargs}, random_weights,
+                       classes=classes)

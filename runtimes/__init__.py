@@ -1,0 +1,23 @@
+"""Runtimes: one adapter per artifact kind and device, all behind ``load(...) -> Session``."""
+
+from __future__ import annotations
+
+from edgeclip.exporter.manifest import Artifact, open_artifact
+
+from . import onnxruntime_cpu  # noqa: F401  (registers the "onnx" adapter)
+from .base import Session, adapter_for, run_batched
+from .torch_eager import TorchEagerSession
+
+
+def load(artifact, threads: int = 1, check: bool = True) -> Session:
+    """A session for an artifact folder / manifest / model file, or an ``nn.Module`` (eager)."""
+    import torch
+
+    if isinstance(artifact, torch.nn.Module):
+        return TorchEagerSession(artifact, threads)
+    if not isinstance(artifact, Artifact):
+        artifact = open_artifact(artifact)
+    return adapter_for(artifact.format)(artifact, threads=threads, check=check)
+
+
+__all__ = ["Session", "TorchEagerSession", "load", "run_batched"]

@@ -1,0 +1,50 @@
+"""One interface for every way edgeclip runs a model: ``load(...) -> Session``, ``session.run(batch)``.
+
+The benchmark harness and the exporter's verification only ever see a ``Session``, so adding a
+format means adding one adapter here, not touching the harness.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+
+class Session(Protocol):
+    name: str          # "torch-eager", "onnxruntime-cpu", ...
+    threads: int
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass: input array (float32 images or int64 token ids) -> output array."""
+        ...
+
+
+_ADAPTERS: dict[str, Callable[..., Session]] = {}
+
+
+def register(fmt: str):
+    """Declare the loader for artifacts of format ``fmt`` (``onnx``, ``ptl``, ``pte``)."""
+    def deco(fn):
+        _ADAPTERS[fmt] = fn
+        return fn
+    return deco
+
+
+def adapter_for(fmt: str) -> Callable[..., Session]:
+    from edgeclip.errors import EdgeclipError
+
+    if fmt not in _ADAPTERS:
+        raise EdgeclipError(f"no runtime for {fmt!r} artifacts in this release; supported: {', '.join(sorted(_ADAPTERS))}")
+    return _ADAPTERS[fmt]
+
+
+def run_batched(session: Session, inputs: np.ndarray, batch_size: int = 256, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Outputs for many inputs, in chunks small enough for any runtime's memory."""
+    outs = []
+    for i in range(0, len(inputs), batch_size):
+        chunk = inputs[i:i + batch_size]
+        outs.append(session.run(chunk))
+        if progress:
+            progress(len(chunk))
+    return np.concatenate(outs)
