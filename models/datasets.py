@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -105,11 +106,16 @@ def _array_getter(images: np.ndarray) -> Callable[[int], Image.Image]:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as e:  # a partly downloaded .gz ends mid-stream
+        raise EdgeclipError(f"{path} is truncated or corrupt ({e}); re-download it") from None
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise EdgeclipError(f"{path} is not an IDX uint8 file; point the dataset at the Fashion-MNIST *-ubyte(.gz) files")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise EdgeclipError(f"{path} is truncated (its header is cut short); re-download it")
     dims = [int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
@@ -307,7 +313,7 @@ def load_calibration(spec: str, size: int, eval_spec: str | None = None) -> Labe
     kind, path = parse_spec(spec)
     if eval_spec is not None and kind in ("folder", "imagenet"):
         ekind, epath = parse_spec(eval_spec)
-        if epath and path and Path(epath).resolve() == Path(path).resolve():
+        if epath and path and Path(epath).expanduser().resolve() == Path(path).expanduser().resolve():
             raise EdgeclipError(f"calibration folder {path} is the evaluation folder; calibrate on a train folder so accuracy is not measured on calibration images")
     split = "train" if kind in ("fashion-mnist", "cifar100") else "calib"
     ds = LOADERS[kind](path, split)

@@ -39,7 +39,7 @@ class LoadedModel:
     family: str                      # "open_clip" or "timm"
     model: nn.Module
     preprocess: Preprocess
-    source: dict                     # {"model": spec, "pretrained": ..., ...}: reload with load_model(**source)
+    source: dict                     # {"model", "pretrained", "kwargs"}: load_model(model, pretrained, **kwargs) rebuilds it
     random_weights: bool
     tokenizer: Callable | None = None
     tokenizer_info: dict | None = None
@@ -163,10 +163,10 @@ def _load_open_clip_dir(folder: Path) -> LoadedModel:
         raise EdgeclipError(f"{folder} has no open_clip_model.safetensors; put the checkpoint beside open_clip_config.json")
     try:
         model = oc.create_model(f"local-dir:{folder}", load_weights=True)
-    except (RuntimeError, KeyError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0][:200]
-        raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({first}); "
-                            "the checkpoint must match the config (same widths, layers and vocab)") from None
+    except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({type(e).__name__}: {first}); "
+                            "the checkpoint must be complete and match the config (same widths, layers and vocab)") from None
     tokenizer = oc.get_tokenizer(f"local-dir:{folder}")
     return _finish_open_clip(model, tokenizer, {"model": str(folder.resolve()), "pretrained": None}, False, folder)
 
@@ -187,9 +187,9 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
             raise EdgeclipError(f"checkpoint file {path} does not exist; pass an existing .safetensors/.bin/.pt file or a pretrained tag")
         try:
             model = oc.create_model(name, pretrained=str(path), **kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise EdgeclipError(f"cannot load checkpoint {path} into {name} ({first}); "
+        except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise EdgeclipError(f"cannot load checkpoint {path} into {name} ({type(e).__name__}: {first}); "
                                 "check that it was saved from the same architecture and is not truncated") from None
     else:
         if not name.startswith("hf-hub:"):
@@ -239,7 +239,11 @@ def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
         raise EdgeclipError(f"could not download timm:{name} weights from the Hugging Face hub ({type(e).__name__}: offline?); "
                             "save the checkpoint on a connected machine and pass --pretrained /path/to/model.safetensors") from None
     model.eval()
-    cfg = resolve_data_config({}, model=model)
+    # the size the model was built for (img_size=...), not the size of its pretrained config
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None) or kwargs.get("img_size")
+    if isinstance(built, int):
+        built = (built, built)
+    cfg = resolve_data_config({"input_size": (3, *map(int, built))} if built else {}, model=model)
     pre = Preprocess(size=int(cfg["input_size"][-1]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
                      interpolation=cfg.get("interpolation", "bicubic"), crop_pct=float(cfg.get("crop_pct", 1.0)))
     classes = None

@@ -1,0 +1,75 @@
+"""Shared test fixtures: a tiny random CLIP (plumbing), a tiny image folder, and the shared data/fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT / ".." / "shared").resolve()
+FIXTURE = SHARED / "fixtures" / "tiny_clip_fmnist"
+FMNIST = SHARED / "data" / "fashion_mnist"
+
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (needs ../shared beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    return _need(FIXTURE / "open_clip_model.safetensors", "shared tiny_clip_fmnist fixture").parent
+
+
+@pytest.fixture(scope="session")
+def fixture_metrics(fixture_dir) -> dict:
+    return json.loads((fixture_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fmnist_spec() -> str:
+    _need(FMNIST / "test.npz", "shared Fashion-MNIST")
+    return f"fashion-mnist:{FMNIST}"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A random-weight open_clip CLIP (2 blocks, width 64) saved as a local model folder."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny_clip")
+    model = open_clip.CLIP(**TINY_CFG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {
+        "size": 32, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic"}}))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> str:
+    """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog", "car"]):
+        (root / name).mkdir()
+        for i in range(6):
+            arr = rng.integers(0, 80, (36, 36, 3), dtype=np.uint8)
+            arr[:, :, c] += 150
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    return f"folder:{root}"

@@ -1,0 +1,50 @@
+"""Recipe validation refuses impossible combinations before any work, naming what works."""
+
+import pytest
+
+from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.recipe import ExportRecipe, support_table
+
+
+def test_defaults_resolve():
+    r = ExportRecipe(quant="int8").validated()
+    assert r.scheme == "dynamic" and r.formats == ("onnx",)
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"quant": "int8", "backend": "qnnpack", "formats": ("ptl",)}, "TorchScript-lite (.ptl) artifacts are not available"),
+    ({"quant": "int8", "backend": "qnnpack"}, "for the qnnpack backend are not available"),
+    ({"formats": ("pte",)}, "ExecuTorch (.pte) artifacts are not available"),
+    ({"quant": "fp16"}, "fp16 artifacts target CUDA"),
+    ({"quant": "int8", "scheme": "static"}, "static int8 needs calibration"),
+    ({"quant": "none", "scheme": "static"}, "only applies to --quant int8"),
+    ({"formats": ("tflite",)}, "unknown format 'tflite'"),
+    ({"quant": "int4"}, "unknown --quant 'int4'"),
+    ({"verify_size": 0}, "--verify-size must be between"),
+])
+def test_refusals_name_problem_and_alternative(kw, needle):
+    with pytest.raises(EdgeclipError) as e:
+        ExportRecipe(**kw).validated()
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+    if "available" in needle:
+        assert "available now: --format onnx --quant none --backend onnxruntime" in msg
+
+
+def test_from_file_toml_and_unknown_keys(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('model = "ViT-B-32"\nquant = "int8"\nformats = ["onnx"]\n')
+    r = ExportRecipe.from_file(p)
+    assert r.model == "ViT-B-32" and r.quant == "int8"
+    p.write_text('modle = "x"\n')
+    with pytest.raises(EdgeclipError, match="unknown recipe keys modle"):
+        ExportRecipe.from_file(p)
+    with pytest.raises(EdgeclipError, match="does not exist"):
+        ExportRecipe.from_file(tmp_path / "nope.toml")
+
+
+def test_support_table_lists_only_what_validates():
+    for row in support_table():
+        ExportRecipe(formats=(row["format"],), quant=row["quant"], backend=row["backend"],
+                     scheme=None if row["scheme"] == "-" else row["scheme"]).validated()

@@ -1,0 +1,47 @@
+"""Runtimes load only what the manifest vouches for."""
+
+import numpy as np
+import pytest
+
+import edgeclip
+from edgeclip.errors import EdgeclipError
+from edgeclip.runtimes import TorchEagerSession, load
+
+
+@pytest.fixture()
+def art(tiny_clip_dir, tiny_images, tmp_path):
+    (a,) = edgeclip.export(str(tiny_clip_dir), data=tiny_images, out=str(tmp_path), verify_size=6)
+    return a
+
+
+def test_onnx_and_eager_agree(art, tiny_clip_dir, tiny_images):
+    from edgeclip.pipeline import prepare
+    from edgeclip.models.datasets import load_dataset
+
+    ds = load_dataset(tiny_images)
+    prep = prepare(str(tiny_clip_dir), data=ds)
+    x = ds.tensors(prep.preprocess).numpy()
+    a, b = load(art, threads=1).run(x), TorchEagerSession(prep.module, 1).run(x)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_tampered_file_refused(art):
+    data = bytearray(art.file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    art.file.write_bytes(bytes(data))
+    with pytest.raises(EdgeclipError, match="does not match the sha256 in its manifest"):
+        load(art.dir)
+
+
+def test_truncated_file_refused(art):
+    art.file.write_bytes(art.file.read_bytes()[:1000])
+    with pytest.raises(EdgeclipError, match="truncated or replaced"):
+        load(art.dir)
+
+
+def test_not_an_artifact(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(EdgeclipError, match="not an edgeclip artifact"):
+        load(tmp_path / "model.onnx")
+    with pytest.raises(EdgeclipError, match="does not exist"):
+        load(tmp_path / "nope")

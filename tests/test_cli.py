@@ -1,0 +1,63 @@
+"""The command line: help everywhere, one-line errors with exit codes, JSON output."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgeclip.cli import main
+
+
+@pytest.fixture()
+def run():
+    runner = CliRunner()
+
+    def _run(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return _run
+
+
+@pytest.mark.parametrize("cmd", [[], ["export"], ["eval"], ["bench"]])
+def test_help(run, cmd):
+    r = run(*cmd, "--help")
+    assert r.exit_code == 0 and "Usage:" in r.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["export", "--quant", "int8", "--backend", "qnnpack"], "available now: --format onnx"),
+    (["export", "--format", "pte"], "ExecuTorch (.pte) artifacts are not available"),
+    (["export", "--quant", "fp16"], "fp16 artifacts target CUDA"),
+    (["export", "--model", "ViT-B-33"], "did you mean ViT-B-32"),
+    (["export", "--model", "/no/such/dir"], "does not exist"),
+    (["export", "--model", "ViT-B-32", "--pretrained", "openai-v9"], "unknown pretrained tag 'openai-v9'"),
+    (["eval", "--data", "mnist2"], "unknown dataset 'mnist2'"),
+    (["bench", "--out", "/nonexistent-dir"], "no artifacts under /nonexistent-dir"),
+])
+def test_user_errors_are_one_line(run, args, needle, tmp_path):
+    r = run(*args, "--out", tmp_path / "o") if args[0] == "export" else run(*args)
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_debug_shows_traceback():
+    r = CliRunner().invoke(main, ["--debug", "eval", "--data", "mnist2"])
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_export_eval_bench_json(run, tiny_clip_dir, tiny_images, tmp_path):
+    out = tmp_path / "o"
+    r = run("export", "--model", tiny_clip_dir, "--data", tiny_images, "--quant", "int8", "--out", out, "--verify-size", 6, "--json")
+    assert r.exit_code == 0, r.output
+    (m,) = json.loads(r.output)
+    art = out / m["name"]
+    r = run("eval", art, "--data", tiny_images, "--json")
+    res = json.loads(r.output)
+    assert r.exit_code == 0 and res["images"] == 18 and res["runtime"] == "onnxruntime-cpu"
+    r = run("bench", "--out", out, "--data", tiny_images, "--threads", 1, "--rounds", 1, "--reps", 2, "--batch", 4, "--json")
+    rep = json.loads(r.output)
+    assert r.exit_code == 0 and len(rep["rows"]) == 2 and (out / "bench" / "bench.md").is_file()
+    r = run("bench", "--out", out, "--data", tiny_images, "--threads", 1, "--rounds", 1, "--reps", 2, "--batch", 4)
+    assert r.exit_code == 0 and "| artifact |" in r.output and "speed-up vs eager" in r.output
