@@ -66,6 +66,8 @@ class ExportRecipe:
                 raise EdgeclipError(f"--scheme {r.scheme} only applies to --quant int8; drop --scheme or add --quant int8")
         else:
             r.scheme = r.scheme or "dynamic"
+        if r.calib_data is not None and r.scheme != "static":
+            raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static; drop it for dynamic or float exports")
         if not (1 <= r.verify_size <= 100_000):
             raise EdgeclipError(f"--verify-size must be between 1 and 100000 (got {r.verify_size})")
         if not (1 <= r.calib_size <= 100_000):

@@ -13,6 +13,7 @@ A model is named by one spec string, so the CLI flag, the Python API and the man
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .wrappers import DEFAULT_TEMPLATES, ImageClassifier, ImageEncoder, TextEnco
 
 BUILTIN_NAME = "edgeclip-fmnist"
 BUILTIN_DIR = Path(__file__).resolve().parent / "weights" / "edgeclip_fmnist"
+RANDOM_INIT_SEED = 0
 RANDOM_WEIGHTS_NOTE = "random weights: numbers prove plumbing and timing only, not accuracy"
 
 
@@ -110,6 +112,15 @@ def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, **kwarg
     return _load_open_clip_named(spec, pretrained, kwargs)
 
 
+@contextlib.contextmanager
+def _seeded():
+    """Random init from a fixed seed, so the baseline rebuilt from a manifest is the model that was exported;
+    the caller's RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
+
+
 def _open_clip():
     import open_clip
 
@@ -180,7 +191,8 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
     tag = (pretrained or "none").strip()
     random_weights = tag.lower() == "none"
     if random_weights:
-        model = oc.create_model(name, pretrained=None, **kwargs)
+        with _seeded():
+            model = oc.create_model(name, pretrained=None, **kwargs)
     elif Path(tag).expanduser().suffix in (".safetensors", ".bin", ".pt", ".pth") or "/" in tag:
         path = Path(tag).expanduser()
         if not path.is_file():
@@ -219,7 +231,8 @@ def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
     random_weights = tag.lower() == "none"
     try:
         if random_weights:
-            model = timm.create_model(name, pretrained=False, **kwargs)
+            with _seeded():
+                model = timm.create_model(name, pretrained=False, **kwargs)
         elif tag.lower() == "hub":
             model = timm.create_model(name, pretrained=True, **kwargs)
         else:

@@ -61,3 +61,25 @@ def test_export_eval_bench_json(run, tiny_clip_dir, tiny_images, tmp_path):
     assert r.exit_code == 0 and len(rep["rows"]) == 2 and (out / "bench" / "bench.md").is_file()
     r = run("bench", "--out", out, "--data", tiny_images, "--threads", 1, "--rounds", 1, "--reps", 2, "--batch", 4)
     assert r.exit_code == 0 and "| artifact |" in r.output and "speed-up vs eager" in r.output
+
+
+def test_random_weights_are_labelled_everywhere(run, tmp_path, tiny_images):
+    """--pretrained none: seeded init (the bench baseline is the exported model) and every output says so."""
+    import open_clip
+
+    from conftest import TINY_CFG
+
+    cfg = tmp_path / "edgeclip_cli_tiny.json"
+    cfg.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(cfg)
+    out = tmp_path / "o"
+    r = run("export", "--model", "edgeclip_cli_tiny", "--pretrained", "none", "--data", tiny_images, "--out", out, "--verify-size", 6)
+    assert r.exit_code == 0, r.output
+    assert "Note: random weights" in r.output
+    r = run("eval", "edgeclip_cli_tiny", "--pretrained", "none", "--data", tiny_images)
+    assert r.exit_code == 0 and "Note: random weights" in r.output
+    r = run("bench", "--out", out, "--data", tiny_images, "--threads", 1, "--rounds", 1, "--reps", 2, "--batch", 4, "--json")
+    rep = json.loads(r.output)
+    assert rep["random_weights"] is True and "random weights" in rep["note"]
+    art = next(row for row in rep["rows"] if not row.get("baseline"))
+    assert art["agreement"] == 100.0  # the rebuilt eager baseline is the same random model

@@ -48,3 +48,8 @@ def test_support_table_lists_only_what_validates():
     for row in support_table():
         ExportRecipe(formats=(row["format"],), quant=row["quant"], backend=row["backend"],
                      scheme=None if row["scheme"] == "-" else row["scheme"]).validated()
+
+
+def test_calibration_data_without_static_is_refused():
+    with pytest.raises(EdgeclipError, match="--calib-data is only used by --quant int8 --scheme static"):
+        ExportRecipe(quant="int8", calib_data="fashion-mnist").validated()
