@@ -138,6 +138,25 @@ def _subject(prep: Prepared, data: LabeledImages | None, verify_size: int, examp
     return subject
 
 
+def _attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRecipe, data: LabeledImages | None,
+                        progress: bool) -> None:
+    """Static int8 calibration inputs: a train split or separate folder, never the images accuracy is measured on."""
+    from edgeclip.models.datasets import load_calibration
+
+    if prep.task == "text-encoder":
+        caps = _captions(prep, data)
+        subject.calib_inputs = prep.tokenizer(caps[:recipe.calib_size]).numpy().astype(np.int64)
+        subject.calib_desc = f"{len(subject.calib_inputs)} captions (class names x templates)"
+        return
+    spec = recipe.calib_data or recipe.data
+    if spec is None:
+        raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC (a train split or a folder)")
+    calib = load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)
+    with _bar(progress, len(calib), "preprocess calibration images") as bar:
+        subject.calib_inputs = calib.tensors(prep.preprocess, bar.update if bar else None).numpy()
+    subject.calib_desc = f"{calib.name} {calib.split} ({len(calib)} images, stratified, seed 0)"
+
+
 def export(model: str | torch.nn.Module | None = None, example_input: torch.Tensor | None = None,
            recipe: ExportRecipe | None = None, *, preprocess: Preprocess | None = None,
            labels: Sequence[str] | None = None, progress: bool = False, model_kwargs: dict | None = None,
@@ -153,6 +172,8 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     if isinstance(model, torch.nn.Module):
         recipe = replace(recipe, model=prep.source["model"])
     subject = _subject(prep, data, recipe.verify_size, example_input, progress)
+    if recipe.scheme == "static":
+        _attach_calibration(subject, prep, recipe, data, progress)
     artifacts = []
     with _bar(progress, len(recipe.formats), "export") as bar:
         for fmt in recipe.formats:

@@ -39,6 +39,8 @@ class ExportSubject:
     verify_inputs: np.ndarray          # real images (preprocessed) or real captions (token ids)
     verify_desc: str
     tokenizer: dict | None = None
+    calib_inputs: np.ndarray | None = field(default=None, repr=False)   # for static int8; never the eval split
+    calib_desc: str | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -74,6 +76,7 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info}
 
 
+# format -> producer(subject, recipe, stage) that writes stage/MODEL_FILES[format] and returns quantization facts.
 PRODUCERS = {"onnx": _produce_onnx}
 
 

@@ -1,0 +1,160 @@
+"""torch.ao int8 for TorchScript-lite: dynamic (weights int8, activations quantized per call) and
+static (activation scales calibrated on real images) for the qnnpack, fbgemm and x86 engines.
+
+Why this path: the lite interpreter runs ``quantized::linear`` / ``quantized::linear_dynamic`` kernels,
+which only torch.ao's eager/FX *converted* modules emit; a PT2E-converted graph traces to float
+(de)quantize ops with float matmuls, so it would save nothing in a ``.ptl``.  torch.ao eager mode
+is deprecated in torch 2.x but still works in 2.14; FX needs symbolic tracing, which open_clip's
+``nn.MultiheadAttention`` call sites defeat, so we quantize in eager mode module by module:
+
+* every ``nn.MultiheadAttention`` is first split into q/k/v/out ``nn.Linear`` (numerically the
+  same), because MHA keeps its fused ``in_proj_weight`` as a bare Parameter that no quantizer
+  touches -- otherwise a third of a ViT's matmul FLOPs would silently stay float;
+* static: each Linear is wrapped as QuantStub -> Linear -> DeQuantStub, so matmuls run int8
+  while LayerNorm, softmax, GELU and residual adds stay float (the ops whose int8 error hurts
+  transformers most and whose cost is small).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENGINES = ("qnnpack", "fbgemm", "x86")
+
+
+class SplitAttention(nn.Module):
+    """Drop-in for ``nn.MultiheadAttention`` (self/cross attention, no dropout) with separate q/k/v Linears."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        d, h = mha.embed_dim, mha.num_heads
+        self.num_heads, self.batch_first = h, mha.batch_first
+        self.q, self.k, self.v = (nn.Linear(d, d, bias=mha.in_proj_bias is not None) for _ in range(3))
+        with torch.no_grad():
+            if mha._qkv_same_embed_dim:
+                wq, wk, wv = mha.in_proj_weight.chunk(3)
+            else:
+                wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+            for lin, w in zip((self.q, self.k, self.v), (wq, wk, wv)):
+                lin.weight.copy_(w)
+            if mha.in_proj_bias is not None:
+                for lin, b in zip((self.q, self.k, self.v), mha.in_proj_bias.chunk(3)):
+                    lin.bias.copy_(b)
+        self.out_proj = nn.Linear(d, d, bias=mha.out_proj.bias is not None)
+        self.out_proj.load_state_dict(mha.out_proj.state_dict())
+
+    def forward(self, query, key, value, need_weights: bool = False, attn_mask=None, key_padding_mask=None):
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        b, n, d = query.shape
+        hd = d // self.num_heads
+
+        def heads(t):
+            return t.reshape(b, t.shape[1], self.num_heads, hd).transpose(1, 2)
+
+        q, k, v = heads(self.q(query)), heads(self.k(key)), heads(self.v(value))
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, None
+
+
+def split_attention(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``nn.MultiheadAttention`` replaced by ``SplitAttention``."""
+    module = copy.deepcopy(module).eval()
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, nn.MultiheadAttention):
+                setattr(child, attr, SplitAttention(sub))
+    return module
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str):
+    if engine not in torch.backends.quantized.supported_engines:
+        from edgeclip.errors import EdgeclipError
+
+        raise EdgeclipError(f"this torch build has no {engine} engine (has {', '.join(torch.backends.quantized.supported_engines)}); "
+                            "pick another --backend")
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = old
+
+
+class _StaticLinear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.linear = linear
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.linear(self.quant(x)))
+
+
+def _wrap_linears(module: nn.Module, qconfig) -> int:
+    """Wrap every Linear; only the wrappers get a qconfig, so convs and norms stay float."""
+    count = 0
+    for child in list(module.modules()):
+        for attr, sub in list(child.named_children()):
+            if type(sub) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+                wrapper = _StaticLinear(sub)
+                wrapper.qconfig = qconfig
+                setattr(child, attr, wrapper)
+                count += 1
+    return count
+
+
+def _op_census(module: nn.Module) -> dict:
+    int8, float_ = {}, {}
+    for m in module.modules():
+        name = type(m).__module__ + "." + type(m).__name__
+        if "quantized" in type(m).__module__:
+            int8[type(m).__name__] = int8.get(type(m).__name__, 0) + 1
+        elif isinstance(m, (nn.Linear, nn.LayerNorm, nn.Conv2d, nn.GELU)) or "GELU" in name:
+            float_[type(m).__name__] = float_.get(type(m).__name__, 0) + 1
+    return {"int8_modules": int8, "float_modules": float_}
+
+
+def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.ndarray | None = None,
+                      batch: int = 32) -> tuple[nn.Module, dict]:
+    """int8 copy of ``module`` for ``engine``; ``calib`` (real images) is required for ``static``."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}")
+    model = split_attention(module)
+    with quantized_engine(engine), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if scheme == "dynamic":
+            qmodel = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            info = {"activations": "int8, quantized per call (dynamic)"}
+        else:
+            if calib is None or len(calib) == 0:
+                from edgeclip.errors import EdgeclipError
+
+                raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC")
+            qconfig = torch.ao.quantization.get_default_qconfig(engine)
+            n = _wrap_linears(model, qconfig)
+            prepared = torch.ao.quantization.prepare(model)
+            with torch.no_grad():
+                for i in range(0, len(calib), batch):
+                    prepared(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch])))
+            qmodel = torch.ao.quantization.convert(prepared)
+            info = {"activations": "int8 at every Linear input, scales from calibration (static)", "wrapped_linears": n,
+                    "calibration_images": int(len(calib)), "qconfig": f"torch.ao default for {engine}"}
+    info.update({"method": f"torch.ao eager {scheme} ({engine})", "engine": engine, "weights": "int8",
+                 "attention_split": "nn.MultiheadAttention -> q/k/v/out Linear", "float_ops": "LayerNorm, softmax, GELU, residual adds, patch-embedding conv",
+                 **_op_census(qmodel)})
+    return qmodel.eval(), info
