@@ -17,10 +17,12 @@ import torch
 from edgeclip.errors import FidelityError
 
 from .atomic import staged_dir
-from .fidelity import THRESHOLDS, compare
+from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET, export_onnx
 from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
+from .formats.torchscript_lite import export_ptl
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
+from .quantize.torch_ao import quantize_torch_ao, quantized_engine
 from .recipe import ExportRecipe
 
 
@@ -60,7 +62,9 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
         return recipe.name if len(recipe.formats) == 1 else f"{recipe.name}-{fmt}"
     model = Path(str(subject.source.get("model", "model"))).name.replace(":", "-").replace("/", "-")
     quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
-    return f"{model}-{subject.task}-{fmt}-{quant}"
+    backend = recipe.backend_for(fmt)
+    suffix = f"-{backend}" if recipe.quant == "int8" and fmt == "ptl" else ""
+    return f"{model}-{subject.task}-{fmt}-{quant}{suffix}"
 
 
 def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
@@ -77,7 +81,20 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
 
 
 # format -> producer(subject, recipe, stage) that writes stage/MODEL_FILES[format] and returns quantization facts.
-PRODUCERS = {"onnx": _produce_onnx}
+def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
+    example = torch.from_numpy(subject.verify_inputs[:2])
+    engine = recipe.backend_for("ptl")
+    if recipe.quant == "none":
+        return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, example, stage / MODEL_FILES["ptl"])}
+    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
+    if subject.calib_desc and recipe.scheme == "static":
+        info["calibration"] = subject.calib_desc
+    with quantized_engine(engine):
+        facts = export_ptl(qmodel, example, stage / MODEL_FILES["ptl"])
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
+
+
+PRODUCERS = {"onnx": _produce_onnx, "ptl": _produce_ptl}
 
 
 def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:
@@ -95,6 +112,9 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
         fid = compare(subject.reference_outputs(), outputs, subject.verify_desc, subject.classification)
         dtype_key = "fp32" if recipe.quant == "none" else recipe.quant
         threshold = THRESHOLDS[dtype_key]
+        if recipe.min_cosine is not None or recipe.min_agreement is not None:
+            threshold = Threshold(threshold.min_cosine if recipe.min_cosine is None else recipe.min_cosine,
+                                  threshold.min_top1_agreement if recipe.min_agreement is None else recipe.min_agreement)
         failures = threshold.failures(fid, subject.random_weights)
         if failures:
             raise FidelityError(f"{name} not written: {'; '.join(failures)} vs eager fp32 on {fid.inputs}; "

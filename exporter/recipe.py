@@ -24,8 +24,12 @@ TASKS = ("classifier", "image-encoder", "text-encoder")
 SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
     ("onnx", "none", None, "onnxruntime"): "torch.onnx.export (dynamo, opset 18)",
     ("onnx", "int8", "dynamic", "onnxruntime"): "onnxruntime quantize_dynamic, per-channel int8 weights",
+    **{("ptl", "none", None, e): "torch.jit.trace -> lite interpreter (engine only matters for int8)" for e in ("qnnpack", "fbgemm", "x86")},
+    **{("ptl", "int8", s, e): f"torch.ao eager {s} int8 Linears (MHA split), {e} kernels"
+       for s in ("dynamic", "static") for e in ("qnnpack", "fbgemm", "x86")},
 }
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte"}
 
 
 @dataclass
@@ -36,7 +40,7 @@ class ExportRecipe:
     quant: str = "none"
     scheme: str | None = None            # default: dynamic for int8, None for float
     backend: str | None = None           # default: the format's natural backend
-    formats: tuple[str, ...] = ("onnx",)
+    formats: tuple[str, ...] | None = None   # default: the backend's format, else onnx
     data: str | None = "fashion-mnist"   # class names + real images for fidelity checks
     calib_data: str | None = None
     calib_size: int = 256
@@ -44,12 +48,17 @@ class ExportRecipe:
     out: str = "out"
     name: str | None = None
     templates: list[str] | None = field(default=None)
+    min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
+    min_agreement: float | None = None    # fraction 0..1
 
     def validated(self) -> "ExportRecipe":
         """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
-        r = replace(self, formats=tuple(self.formats))
-        if "all" in r.formats:
-            r.formats = tuple(sorted({f for (f, *_rest) in SUPPORTED}))
+        if self.formats:
+            r = replace(self, formats=tuple(self.formats))
+        else:
+            r = replace(self, formats=(FORMAT_OF_BACKEND.get(self.backend or "", "onnx"),))
+        if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format)
+            r.formats = tuple(f for f in FORMATS if any(k[0] == f and k[1] == r.quant for k in SUPPORTED))
         for f in r.formats:
             if f not in FORMATS:
                 raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(FORMATS)} or all")
@@ -68,32 +77,43 @@ class ExportRecipe:
             r.scheme = r.scheme or "dynamic"
         if r.calib_data is not None and r.scheme != "static":
             raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static; drop it for dynamic or float exports")
+        for key in ("min_cosine", "min_agreement"):
+            v = getattr(r, key)
+            if v is not None and not (0.0 <= v <= 1.0):
+                raise EdgeclipError(f"--{key.replace('_', '-')} must be between 0 and 1 (got {v})")
         if not (1 <= r.verify_size <= 100_000):
             raise EdgeclipError(f"--verify-size must be between 1 and 100000 (got {r.verify_size})")
         if not (1 <= r.calib_size <= 100_000):
             raise EdgeclipError(f"--calib-size must be between 1 and 100000 (got {r.calib_size})")
         for f in r.formats:
-            backend = r.backend or DEFAULT_BACKEND[f]
+            backend = r.backend_for(f)
             if (f, r.quant, r.scheme, backend) not in SUPPORTED:
                 raise EdgeclipError(self._refusal(f, backend, r))
         return r
 
+    def backend_for(self, fmt: str) -> str:
+        """The backend a format is built for: --backend when it belongs to that format (or only one format was
+        asked for, so a mismatch is refused), else the format's default."""
+        if self.backend and (FORMAT_OF_BACKEND[self.backend] == fmt or len(self.formats or ()) <= 1):
+            return self.backend
+        return DEFAULT_BACKEND[fmt]
+
     def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:
         asked = f"--format {fmt} --quant {r.quant}" + (f" --scheme {r.scheme}" if r.scheme else "") + f" --backend {backend}"
-        if r.quant in ("fp16", "bf16"):
+        if FORMAT_OF_BACKEND[backend] != fmt:
+            why = f"the {backend} backend builds {MODEL_KIND[FORMAT_OF_BACKEND[backend]]} files, not {MODEL_KIND[fmt]}"
+        elif r.quant in ("fp16", "bf16"):
             why = f"{r.quant} artifacts target CUDA and are not available in this release"
-        elif fmt != "onnx" or backend != "onnxruntime":
-            why = f"{MODEL_KIND[fmt]} artifacts" + (f" for the {backend} backend" if backend != DEFAULT_BACKEND[fmt] or fmt == "onnx" else "") \
-                + " are not available in this release"
         else:
-            why = f"static int8 needs calibration support, not available in this release"
-        ok = "; ".join(f"--format {f} --quant {q}" + (f" --scheme {s}" if s else "") + f" --backend {b}"
-                       for (f, q, s, b) in SUPPORTED)
-        return f"{asked}: {why}; available now: {ok}"
+            why = "this combination is not available"
+        alts = [k for k in SUPPORTED if k[0] == fmt and k[1] == r.quant] or [k for k in SUPPORTED if k[1] == r.quant] \
+            or [k for k in SUPPORTED if k[0] == fmt] or list(SUPPORTED)
+        ok = "; ".join(f"--format {f} --quant {q}" + (f" --scheme {s}" if s else "") + f" --backend {b}" for (f, q, s, b) in alts[:4])
+        return f"{asked}: {why}; valid: {ok}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["formats"] = list(self.formats)
+        d["formats"] = list(self.formats) if self.formats else None
         return d
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgeclip.exporter.manifest import Artifact, open_artifact
 
-from . import onnxruntime_cpu  # noqa: F401  (registers the "onnx" adapter)
+from . import lite_interpreter, onnxruntime_cpu  # noqa: F401  (register the "ptl" / "onnx" adapters)
 from .base import Session, adapter_for, run_batched
 from .torch_eager import TorchEagerSession
 

@@ -59,13 +59,10 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def tiny_images(tmp_path_factory) -> str:
-    """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""
+def _image_folder(root: Path, seed: int) -> str:
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for c, name in enumerate(["cat", "dog", "car"]):
         (root / name).mkdir()
         for i in range(6):
@@ -73,3 +70,15 @@ def tiny_images(tmp_path_factory) -> str:
             arr[:, :, c] += 150
             Image.fromarray(arr).save(root / name / f"{i}.png")
     return f"folder:{root}"
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> str:
+    """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""
+    return _image_folder(tmp_path_factory.mktemp("imgs"), 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_calib_images(tmp_path_factory) -> str:
+    """A second, disjoint folder of the same kind, for calibration (never the evaluation folder)."""
+    return _image_folder(tmp_path_factory.mktemp("calib"), 1)

@@ -24,8 +24,7 @@ def test_help(run, cmd):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["export", "--quant", "int8", "--backend", "qnnpack"], "available now: --format onnx"),
-    (["export", "--format", "pte"], "ExecuTorch (.pte) artifacts are not available"),
+    (["export", "--format", "onnx", "--quant", "int8", "--backend", "qnnpack"], "the qnnpack backend builds TorchScript-lite"),
     (["export", "--quant", "fp16"], "fp16 artifacts target CUDA"),
     (["export", "--model", "ViT-B-33"], "did you mean ViT-B-32"),
     (["export", "--model", "/no/such/dir"], "does not exist"),

@@ -12,15 +12,14 @@ def test_defaults_resolve():
 
 
 @pytest.mark.parametrize("kw, needle", [
-    ({"quant": "int8", "backend": "qnnpack", "formats": ("ptl",)}, "TorchScript-lite (.ptl) artifacts are not available"),
-    ({"quant": "int8", "backend": "qnnpack"}, "for the qnnpack backend are not available"),
-    ({"formats": ("pte",)}, "ExecuTorch (.pte) artifacts are not available"),
+    ({"formats": ("ptl",), "backend": "onnxruntime"}, "the onnxruntime backend builds ONNX (.onnx) files, not TorchScript-lite (.ptl)"),
+    ({"formats": ("onnx",), "quant": "int8", "backend": "qnnpack"}, "the qnnpack backend builds TorchScript-lite (.ptl) files"),
     ({"quant": "fp16"}, "fp16 artifacts target CUDA"),
-    ({"quant": "int8", "scheme": "static"}, "static int8 needs calibration"),
     ({"quant": "none", "scheme": "static"}, "only applies to --quant int8"),
     ({"formats": ("tflite",)}, "unknown format 'tflite'"),
     ({"quant": "int4"}, "unknown --quant 'int4'"),
     ({"verify_size": 0}, "--verify-size must be between"),
+    ({"min_agreement": 1.5}, "--min-agreement must be between 0 and 1"),
 ])
 def test_refusals_name_problem_and_alternative(kw, needle):
     with pytest.raises(EdgeclipError) as e:
@@ -28,8 +27,16 @@ def test_refusals_name_problem_and_alternative(kw, needle):
     msg = str(e.value)
     assert needle in msg
     assert "\n" not in msg
-    if "available" in needle:
-        assert "available now: --format onnx --quant none --backend onnxruntime" in msg
+    if "builds" in needle or "CUDA" in needle:
+        assert "; valid: --format " in msg
+
+
+def test_backend_picks_its_format():
+    assert ExportRecipe(quant="int8", backend="qnnpack").validated().formats == ("ptl",)
+    assert ExportRecipe().validated().formats == ("onnx",)
+    r = ExportRecipe(quant="int8", formats=("all",), backend="fbgemm").validated()
+    assert "ptl" in r.formats and "onnx" in r.formats
+    assert r.backend_for("ptl") == "fbgemm" and r.backend_for("onnx") == "onnxruntime"
 
 
 def test_from_file_toml_and_unknown_keys(tmp_path):

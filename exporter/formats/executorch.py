@@ -1,0 +1,229 @@
+"""ExecuTorch writer: ``torch.export`` -> (PT2E int8) -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``.pte``.
+
+Choices, each measured on the 6-block width-192 fixture ViT (see the report in the docstring of
+``export_pte``):
+
+* Attention: ``scaled_dot_product_attention`` is decomposed here into reshape + bmm + softmax
+  + bmm (``_sdpa_decomposition``) before ExecuTorch sees it.  ExecuTorch's default decomposition
+  goes through ``_safe_softmax`` (eq / logical_not / any / where / full_like, none of which
+  XNNPACK takes) and 4-D ``matmul`` (expand_copy + bmm), which leaves ~60 ops per model on the
+  portable CPU kernels between XNNPACK partitions.  The plain softmax is exact for every row that
+  has at least one unmasked key, which is always the case for CLIP/ViT (no mask, or a causal
+  mask whose diagonal is open).
+* Batch: the batch dimension stays free (``Dim("batch", max=MAX_BATCH)``); XNNPACK reshapes its
+  runtime per call.  Memory is planned for the upper bound, so MAX_BATCH is kept moderate and the
+  runtime splits larger batches.
+* LayerNorm has no XNNPACK partitioner config in executorch 1.5, so each LayerNorm runs on the
+  portable kernel and splits the graph into two XNNPACK partitions per transformer block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeclip.errors import EdgeclipError
+
+DELEGATES = ("xnnpack", "portable")
+MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
+
+
+def _sdpa_decomposition(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``softmax(q k^T * scale + mask) v`` with 3-D bmm: ops XNNPACK takes whole (no _safe_softmax, no expand)."""
+    if dropout_p != 0.0:
+        raise EdgeclipError("scaled_dot_product_attention with dropout cannot be exported; call model.eval() first")
+    if enable_gqa and q.size(-3) != k.size(-3):
+        rep = q.size(-3) // k.size(-3)
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+    L, S, E, Ev = q.size(-2), k.size(-2), q.size(-1), v.size(-1)
+    lead = q.shape[:-2]
+    s = scale if scale is not None else 1.0 / math.sqrt(E)
+    q3 = (q * s).reshape(-1, L, E)
+    k3 = k.reshape(-1, S, E)
+    v3 = v.reshape(-1, S, Ev)
+    scores = torch.bmm(q3, k3.transpose(1, 2))
+    if is_causal:
+        causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(causal.logical_not(), float("-inf"))
+    if attn_mask is not None:
+        mask = attn_mask
+        if mask.dim() > 2:
+            mask = mask.expand(*lead, L, S).reshape(-1, L, S)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(mask.logical_not(), float("-inf"))
+        else:
+            scores = scores + mask
+    out = torch.bmm(torch.softmax(scores, dim=-1), v3)
+    return out.reshape(*lead, L, Ev)
+
+
+def _capture(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
+    dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(module, (example,), dynamic_shapes=dyn)
+            return ep.run_decompositions({torch.ops.aten.scaled_dot_product_attention.default: _sdpa_decomposition})
+    except EdgeclipError:
+        raise
+    except Exception as e:  # torch.export raises many types; the first line is what the user needs
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise EdgeclipError(f"torch.export could not export {type(module).__name__} for ExecuTorch ({msg}); "
+                            "the model's forward must be traceable by torch.export") from None
+
+
+def _xnnpack_shape_ops_pass():
+    """An edge-dialect pass that rewrites shape-only ops so XNNPACK takes them under a free batch dim.
+
+    XNNPACK's partitioner refuses ``view_copy`` whose target shape holds a symbolic size, and has
+    no config for ``select_copy`` / ``squeeze_copy`` (and refuses most ``unsqueeze_copy``).  Each
+    refusal puts a portable op between two XNNPACK partitions.  With at most one unknown size, the
+    same result is a ``view_copy`` whose unknown size is ``-1`` (inferred), and ``select`` is a
+    ``slice`` of width 1 followed by that view.  Numerically an identity.
+    """
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import ExportPass
+
+    ops = exir_ops.edge.aten
+    reshapes = {ops.squeeze_copy.dims, ops.squeeze_copy.dim, ops.squeeze_copy.default, ops.unsqueeze_copy.default}
+
+    def target_shape(meta) -> list[int] | None:
+        val = meta.data.get("val") if hasattr(meta, "data") else None
+        if val is None:
+            return None
+        shape = [d if isinstance(d, int) else -1 for d in val.shape]
+        return shape if shape.count(-1) <= 1 else None
+
+    class XnnpackShapeOps(ExportPass):
+        def call_operator(self, op, args, kwargs, meta):
+            if op == ops.view_copy.default:
+                shape = list(args[1])
+                sym = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+                if len(sym) == 1 and -1 not in shape:
+                    shape[sym[0]] = -1
+                    return super().call_operator(op, (args[0], shape), kwargs, meta)
+            elif op in reshapes:
+                shape = target_shape(meta)
+                if shape is not None:
+                    return super().call_operator(ops.view_copy.default, (args[0], shape), {}, meta)
+            elif op == ops.select_copy.int:
+                x, dim, index = args
+                shape, size = target_shape(meta), x.to_tensor().shape[dim]
+                if shape is not None and isinstance(size, int) and isinstance(index, int):
+                    index = index % size
+                    sliced = super().call_operator(ops.slice_copy.Tensor, (x, dim, index, index + 1, 1), {}, meta)
+                    return super().call_operator(ops.view_copy.default, (sliced, shape), {}, meta)
+            return super().call_operator(op, args, kwargs, meta)
+
+    return XnnpackShapeOps()
+
+
+def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
+    """Delegated vs non-delegated call nodes of a lowered edge graph (executorch's get_delegation_info).
+
+    ``getitem`` nodes (unpacking a delegate's or LayerNorm's tuple outputs) are bookkeeping, not
+    compute, and are left out of the non-delegated count.
+    """
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge_graph)
+    by_op = info.delegation_by_operator
+    getitems = by_op["getitem"].non_delegated if "getitem" in by_op else 0
+    delegated = info.num_delegated_nodes
+    non_delegated = info.num_non_delegated_nodes - getitems
+    portable = {k.removeprefix("aten_"): v.non_delegated for k, v in sorted(by_op.items())
+                if v.non_delegated and k != "getitem"}
+    return {
+        "delegated_subgraphs": info.num_delegated_subgraphs,
+        "delegated_ops": delegated,
+        "non_delegated_ops": non_delegated,
+        "delegated_fraction": round(delegated / max(1, delegated + non_delegated), 4),
+        "non_delegated_by_op": portable,
+    }
+
+
+def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
+               scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
+               dynamic_batch: bool = True, shape_pass: bool = True) -> dict:
+    """Write ``module`` as an ExecuTorch program at ``path``; returns facts for the manifest.
+
+    ``quant``: "none" (fp32) or "int8" (PT2E XNNPACKQuantizer, ``scheme`` "dynamic" or "static";
+    static needs ``calib``, an array of preprocessed inputs).  ``delegate``: "xnnpack" lowers
+    every supported op to the XNNPACK backend, "portable" keeps the whole graph on ExecuTorch's
+    portable CPU kernels (a reference, fp32 only).  The returned dict has the delegation counts
+    and the seconds each stage took.
+    """
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
+
+    if delegate not in DELEGATES:
+        raise EdgeclipError(f"unknown ExecuTorch delegate {delegate!r}; use one of {', '.join(DELEGATES)}")
+    if quant not in ("none", "int8"):
+        raise EdgeclipError(f"--quant {quant} is not available for .pte; use none or int8")
+    if quant == "int8" and delegate != "xnnpack":
+        raise EdgeclipError("int8 .pte needs the XNNPACK delegate (the portable kernels have no int8 linear); "
+                            "use delegate xnnpack or --quant none")
+    module = module.eval()
+    path = Path(path)
+    seconds: dict[str, float] = {}
+    facts: dict = {"delegate": delegate}
+    if dynamic_batch:
+        example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    else:
+        example = example[:1]
+
+    noise = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+        warnings.simplefilter("ignore")
+        logging.getLogger("executorch").setLevel(logging.ERROR)
+        if quant == "int8":
+            from edgeclip.exporter.quantize.pt2e_xnnpack import quantize_pt2e_xnnpack
+
+            t = time.perf_counter()
+            module, qinfo = quantize_pt2e_xnnpack(module, example, scheme or "dynamic", calib, dynamic_batch=dynamic_batch)
+            seconds["quantize"] = round(time.perf_counter() - t, 2)
+            seconds["quantize_stages"] = qinfo.pop("seconds")
+            facts.update(qinfo)
+
+        t = time.perf_counter()
+        ep = _capture(module, example, dynamic_batch)
+        seconds["export"] = round(time.perf_counter() - t, 2)
+
+        t = time.perf_counter()
+        config = EdgeCompileConfig(_check_ir_validity=False)
+        try:
+            if delegate == "xnnpack":
+                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+                from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
+
+                passes = [RemoveNoopExpandCopyPass()] + ([_xnnpack_shape_ops_pass()] if shape_pass else [])
+                edge = to_edge_transform_and_lower(ep, transform_passes=passes, partitioner=[XnnpackPartitioner()],
+                                                   compile_config=config)
+            else:
+                edge = to_edge(ep, compile_config=config)
+        except EdgeclipError:
+            raise
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise EdgeclipError(f"ExecuTorch could not lower {type(module).__name__} ({msg})") from None
+        seconds["lower"] = round(time.perf_counter() - t, 2)
+        facts.update(delegation_facts(edge.exported_program().graph_module))
+
+        t = time.perf_counter()
+        program = edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
+        seconds["to_executorch"] = round(time.perf_counter() - t, 2)
+
+    path.write_bytes(program.buffer)
+    facts["batch"] = f"dynamic 1..{MAX_BATCH}" if dynamic_batch else 1
+    facts["max_batch"] = MAX_BATCH if dynamic_batch else 1
+    facts["export_seconds"] = seconds.get("export")
+    facts["lowering_seconds"] = seconds.get("lower")
+    facts["seconds"] = seconds
+    return facts

@@ -1,0 +1,37 @@
+"""TorchScript-lite writer (``.ptl``): what an Android/iOS app loads with ``LiteModuleLoader`` /
+``torch::jit::_load_for_mobile``.
+
+Traced rather than scripted: tracing goes through torch.ao's quantized modules and open_clip's
+Python control flow alike, and every shape that depends on the batch is recorded as a runtime
+``size()`` so the file accepts any batch.  ``optimize_for_mobile`` is applied when this torch
+build supports it; the stock x86 wheels are built without the XNNPACK JIT rewrite it needs, in
+which case the manifest says it was skipped and why (the file is still a valid lite model).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path) -> dict:
+    module = module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, example, check_trace=False)
+        facts = {"tracer": "torch.jit.trace", "lite_interpreter": True}
+        try:
+            from torch.utils.mobile_optimizer import optimize_for_mobile
+
+            traced = optimize_for_mobile(traced)
+            facts["optimize_for_mobile"] = "applied"
+        except Exception as e:  # a torch build without XNNPACK/mobile passes raises an internal assert
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "XNNPACK" in str(e):
+                reason = "this torch build has no XNNPACK mobile rewrite (optimize_for_mobile unavailable)"
+            facts["optimize_for_mobile"] = f"skipped: {reason[:160]}"
+        traced._save_for_lite_interpreter(str(path))
+    return facts
+

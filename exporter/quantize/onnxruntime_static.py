@@ -1,0 +1,321 @@
+"""onnxruntime static int8 (QDQ): weights int8 per output channel, activations uint8 with scales fixed
+from calibration images, so no run-time min/max pass over every activation.
+
+Only the projection ops (MatMul with a weight, Gemm, Conv) are quantized by default; LayerNorm,
+SkipLayerNorm, Softmax, GELU and the residual Adds stay float, as do the attention-score MatMuls
+(activation x activation) unless ``weights_only_matmul=False``.  onnxruntime's CPU EP turns
+DequantizeLinear -> MatMul into int8 kernels (MatMulIntegerToFloat / QLinearMatMul / QGemm / QLinearConv).
+
+Activations are ``QUInt8`` and weights ``QInt8`` with ``reduce_range=False``: onnxruntime's advice for
+x86 CPUs (u8s8 is the fast path of its int8 GEMM; VNNI/AMX machines do not saturate, pass
+``reduce_range=True`` on pre-VNNI x86).  On ARM ``activation_type="QInt8"`` is an option.
+
+``sensitive_nodes`` measures, on calibration images, how much each quantized node alone moves the
+model's output, so the worst few can be kept float by name (``exclude_nodes``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeclip.errors import EdgeclipError
+
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+QUANT_TYPES = ("QUInt8", "QInt8")
+INT8_COMPUTE_OPS = ("MatMul", "Gemm", "Conv")        # ops whose quantized form runs on int8 kernels on CPU
+ALWAYS_FLOAT_DEFAULT = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+                        "Softmax", "Gelu", "BiasGelu", "FastGelu", "QuickGelu", "Erf")
+
+
+@dataclass(frozen=True)
+class OrtStaticConfig:
+    calibration: str = "minmax"                     # "minmax" | "entropy" | "percentile"
+    per_channel: bool = True                        # one weight scale per output channel
+    exclude_nodes: tuple[str, ...] = ()             # node names kept float (e.g. from sensitive_nodes)
+    op_types: tuple[str, ...] = INT8_COMPUTE_OPS    # op types to quantize; () = every op ORT can quantize
+    exclude_op_types: tuple[str, ...] = ALWAYS_FLOAT_DEFAULT   # never quantized, whatever op_types says
+    activation_type: str = "QUInt8"                 # x86: QUInt8 activations + QInt8 weights
+    weight_type: str = "QInt8"
+    reduce_range: bool = False                      # True: 7-bit weights, for pre-VNNI x86 CPUs
+    weights_only_matmul: bool = True                # keep activation x activation MatMuls (attention) float
+    quantize_outputs: bool = False                  # also Q/DQ the outputs of quantized ops (QLinear* kernels)
+    activation_symmetric: bool = False              # symmetric activation ranges (asymmetric suits uint8)
+    percentile: float = 99.999                      # for calibration="percentile"
+    batch_size: int = 32                            # calibration batch
+    preprocess: bool = True                         # ORT's quant_pre_process (shape inference + basic opt)
+
+    def __post_init__(self):
+        if self.calibration not in CALIBRATIONS:
+            raise EdgeclipError(f"unknown calibration {self.calibration!r}; use one of {', '.join(CALIBRATIONS)}")
+        for field_name in ("activation_type", "weight_type"):
+            if getattr(self, field_name) not in QUANT_TYPES:
+                raise EdgeclipError(f"{field_name} {getattr(self, field_name)!r} is not one of {', '.join(QUANT_TYPES)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise EdgeclipError(f"percentile must be in (50, 100] (got {self.percentile}); 99.999 is the usual choice")
+        if self.batch_size < 1:
+            raise EdgeclipError(f"calibration batch_size must be positive (got {self.batch_size})")
+        for field_name in ("exclude_nodes", "op_types", "exclude_op_types"):
+            if isinstance(getattr(self, field_name), str):
+                raise EdgeclipError(f"{field_name} must be a tuple of names, not the string {getattr(self, field_name)!r}")
+
+    def quantized_op_types(self) -> list[str]:
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        wanted = self.op_types or tuple(sorted(set(QDQRegistry) | set(QLinearOpsRegistry)))
+        return [t for t in wanted if t not in self.exclude_op_types]
+
+
+class ArrayCalibrationReader:
+    """A ``CalibrationDataReader`` (duck-typed: onnxruntime checks for ``get_next``) over a float32
+    ``[N, ...]`` array, in batches; ``set_range`` counts batches."""
+
+    def __init__(self, data: np.ndarray, input_name: str, batch_size: int = 32):
+        self.data, self.input_name, self.batch_size = data, input_name, batch_size
+        self.start, self.end, self.pos = 0, self._batches(), 0
+
+    def _batches(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def get_next(self) -> dict | None:
+        if self.start + self.pos >= self.end:
+            return None
+        i = (self.start + self.pos) * self.batch_size
+        self.pos += 1
+        return {self.input_name: self.data[i:i + self.batch_size]}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = self.get_next()
+        if batch is None:
+            raise StopIteration
+        return batch
+
+    def __len__(self) -> int:
+        return self._batches()
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end, self.pos = start_index, min(end_index, self._batches()), 0
+
+
+def _model_input(model, input_name: str):
+    names = [i.name for i in model.graph.input]
+    if input_name not in names:
+        raise EdgeclipError(f"model has no input {input_name!r} (inputs: {', '.join(names)})")
+    return next(i for i in model.graph.input if i.name == input_name)
+
+
+def check_calibration(calib, model, input_name: str) -> np.ndarray:
+    """``calib`` as a contiguous float32 array shaped like ``input_name`` (any batch); EdgeclipError otherwise."""
+    inp = _model_input(model, input_name)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    want = "[N, " + ", ".join(str(d) if d else "?" for d in dims[1:]) + "]"
+    arr = np.asarray(calib) if calib is not None else None
+    if arr is None or arr.dtype.kind != "f":
+        got = "None" if arr is None else f"{arr.dtype} array"
+        raise EdgeclipError(f"calibration data is {got}; {input_name} expects preprocessed float32 images {want}")
+    if arr.ndim != len(dims) or len(arr) == 0 or any(d and d != s for d, s in zip(dims[1:], arr.shape[1:])):
+        raise EdgeclipError(f"calibration images have shape {tuple(arr.shape)}; {input_name} expects {want} "
+                            "(preprocessed with the model's Preprocess)")
+    if not np.isfinite(arr).all():
+        raise EdgeclipError("calibration images contain NaN or inf; check the preprocessing")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _prepare(fp32_path: Path, tmp: Path, config: OrtStaticConfig) -> tuple[Path, str]:
+    """ORT's pre-processing: symbolic shape inference (knows the contrib ops the transformer optimizer
+    emits) when it succeeds, else ONNX shape inference only.  Deterministic, so node names from
+    ``sensitive_nodes`` match the graph ``quantize_onnx_static`` quantizes."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..formats.onnx_optimize import quiet
+
+    if not config.preprocess:
+        return Path(fp32_path), "none"
+    pre = tmp / "pre.onnx"
+    with quiet():
+        try:
+            quant_pre_process(str(fp32_path), str(pre), auto_merge=True)
+            return pre, "onnxruntime quant_pre_process (symbolic + onnx shape inference, basic optimization)"
+        except Exception:   # symbolic shape inference gives up on some exports (e.g. opset-18 ReduceL2)
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            return pre, "onnxruntime quant_pre_process (onnx shape inference, basic optimization)"
+
+
+def activation_matmuls(model) -> list[str]:
+    """MatMul nodes whose B input is computed (attention scores and context), not a constant weight."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in consts]
+
+
+def _quantize(pre: Path, out: Path, config: OrtStaticConfig, reader, cache: Path | None,
+              nodes_to_quantize: list[str] | None = None, exclude: list[str] | None = None) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from ..formats.onnx_optimize import quiet
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    # QDQ ignores MatMulConstBOnly (only the QOperator MatMul reads it): attention MatMuls are excluded by name
+    exclude = list(exclude if exclude is not None else config.exclude_nodes)
+    if config.weights_only_matmul:
+        exclude += [n for n in activation_matmuls(onnx.load(str(pre), load_external_data=False)) if n not in exclude]
+    extra = {"MatMulConstBOnly": config.weights_only_matmul,
+             "CalibTensorRangeSymmetric": config.activation_symmetric,
+             "ActivationSymmetric": config.activation_symmetric,
+             "CalibPercentile": config.percentile}
+    if not config.quantize_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = list(INT8_COMPUTE_OPS)
+    # not CalibMaxIntermediateOutputs: in onnxruntime 1.32 MinMaxCalibrater drops the collected batches
+    # when that limit is hit instead of merging them (and MinMax only keeps per-batch min/max scalars anyway)
+    with quiet():
+        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=config.quantized_op_types(), per_channel=config.per_channel,
+                        reduce_range=config.reduce_range, activation_type=QuantType[config.activation_type],
+                        weight_type=QuantType[config.weight_type], nodes_to_quantize=nodes_to_quantize or None,
+                        nodes_to_exclude=exclude or None,
+                        calibrate_method=method, extra_options=extra,
+                        calibration_cache_path=str(cache) if cache is not None else None)
+
+
+def qdq_summary(model, op_types=INT8_COMPUTE_OPS) -> dict:
+    """Which compute nodes of a QDQ model read quantized tensors (all float inputs from DequantizeLinear)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    int8: dict[str, int] = {}
+    floats: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        quantized = all(producer.get(x) is not None and producer[x].op_type == "DequantizeLinear"
+                        for x in node.input[:2] if x)
+        if quantized:
+            int8[node.op_type] = int8.get(node.op_type, 0) + 1
+        else:
+            floats.setdefault(node.op_type, []).append(node.name)
+    q = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    dq = sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    return {"int8_nodes": int8, "float_nodes": {k: len(v) for k, v in floats.items()},
+            "float_node_names": floats, "qdq_nodes": {"QuantizeLinear": q, "DequantizeLinear": dq}}
+
+
+def _check_names(model, names) -> None:
+    known = {n.name for n in model.graph.node}
+    missing = [n for n in names if n not in known]
+    if missing:
+        sample = ", ".join(n.name for n in model.graph.node if n.op_type in INT8_COMPUTE_OPS)[:200]
+        raise EdgeclipError(f"exclude_nodes not in the graph: {', '.join(missing[:5])}; "
+                            f"use names from sensitive_nodes() or the model (e.g. {sample})")
+
+
+def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, input_name: str,
+                         config: OrtStaticConfig = OrtStaticConfig(), *, calibration_cache: Path | None = None) -> dict:
+    """Static QDQ int8 of ``fp32_path`` into ``out_path``, calibrated on ``calib`` (preprocessed float32
+    images ``[N,3,H,W]``, never the evaluation split).  Returns the facts for the manifest.
+
+    ``calibration_cache``: a JSON file of activation ranges; reused if it exists (it must come from the same
+    fp32 file and calibration method), written otherwise.
+    """
+    import onnx
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise EdgeclipError(f"ONNX file {fp32_path} does not exist")
+    source = onnx.load(str(fp32_path), load_external_data=False)
+    data = check_calibration(calib, source, input_name)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        pre, pre_desc = _prepare(fp32_path, Path(tmp), config)
+        _check_names(onnx.load(str(pre), load_external_data=False), config.exclude_nodes)
+        reader = ArrayCalibrationReader(data, input_name, config.batch_size)
+        _quantize(pre, out_path, config, reader, calibration_cache)
+    summary = qdq_summary(onnx.load(str(out_path), load_external_data=False))
+    calibration = {"method": config.calibration, "images": int(len(data)), "batch_size": config.batch_size,
+                   "activation_symmetric": config.activation_symmetric}
+    if config.calibration == "percentile":
+        calibration["percentile"] = config.percentile
+    return {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "activation_type": {"QUInt8": "uint8", "QInt8": "int8"}[config.activation_type],
+            "weight_type": {"QUInt8": "uint8", "QInt8": "int8"}[config.weight_type],
+            "per_channel": config.per_channel, "reduce_range": config.reduce_range,
+            "calibration": calibration,
+            "op_types_quantized": config.quantized_op_types(),
+            "op_types_kept_float": list(config.exclude_op_types),
+            "attention_matmuls": "float" if config.weights_only_matmul else "int8",
+            "outputs_quantized": config.quantize_outputs,
+            "excluded_nodes": list(config.exclude_nodes),
+            "preprocess": pre_desc,
+            **{k: v for k, v in summary.items() if k != "float_node_names"}}
+
+
+def _run_all(path: Path, feeds: np.ndarray, input_name: str, threads: int = 2, batch: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {input_name: feeds[i:i + batch]})[0] for i in range(0, len(feeds), batch)])
+
+
+def _rel_mse(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    return float(((candidate - ref) ** 2).sum() / max((ref ** 2).sum(), 1e-30))
+
+
+def sensitive_nodes(fp32_path: Path, calib: np.ndarray, input_name: str, config: OrtStaticConfig = OrtStaticConfig(),
+                    top_k: int | None = 4, *, eval_images: int = 64, method: str = "alone",
+                    calibration_cache: Path | None = None) -> list[tuple[str, float]]:
+    """Rank the quantizable nodes by the output error their quantization causes, worst first.
+
+    ``method="alone"``: quantize each node on its own (everything else float) and measure the relative
+    squared error of the model output vs fp32 (||y_q - y||^2 / ||y||^2) on the first ``eval_images``
+    calibration images.  ``method="leave_one_out"``: quantize everything except that node; the score is
+    how much the error drops.  One calibration pass (activation ranges cached), then one quantization and
+    one short run per candidate: ~1 s per node on a small ViT.  Returns ``[(node_name, score)]``, the
+    ``top_k`` worst (all if None); pass the names as ``OrtStaticConfig(exclude_nodes=...)``.
+    """
+    import onnx
+
+    if method not in ("alone", "leave_one_out"):
+        raise EdgeclipError(f"unknown sensitivity method {method!r}; use 'alone' or 'leave_one_out'")
+    fp32_path = Path(fp32_path)
+    if not fp32_path.is_file():
+        raise EdgeclipError(f"ONNX file {fp32_path} does not exist")
+    data = check_calibration(calib, onnx.load(str(fp32_path), load_external_data=False), input_name)
+    probe = data[:max(1, eval_images)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pre, _ = _prepare(fp32_path, tmp, config)
+        _check_names(onnx.load(str(pre), load_external_data=False), config.exclude_nodes)
+        cache = Path(calibration_cache) if calibration_cache is not None else tmp / "calibration.json"
+        full = tmp / "full.onnx"
+        _quantize(pre, full, config, ArrayCalibrationReader(data, input_name, config.batch_size), cache)
+        reference = _run_all(pre, probe, input_name)
+        summary = qdq_summary(onnx.load(str(full), load_external_data=False), tuple(config.quantized_op_types()))
+        producer_ops = tuple(config.quantized_op_types())
+        graph = onnx.load(str(full), load_external_data=False).graph
+        float_names = {n for names in summary["float_node_names"].values() for n in names}
+        candidates = [n.name for n in graph.node if n.op_type in producer_ops and n.name not in float_names]
+        full_err = _rel_mse(reference, _run_all(full, probe, input_name)) if method == "leave_one_out" else 0.0
+        scores = []
+        for name in candidates:
+            out = tmp / "one.onnx"
+            if method == "alone":
+                _quantize(pre, out, config, None, cache, nodes_to_quantize=[name])
+                score = _rel_mse(reference, _run_all(out, probe, input_name))
+            else:
+                _quantize(pre, out, config, None, cache, exclude=[*config.exclude_nodes, name])
+                score = full_err - _rel_mse(reference, _run_all(out, probe, input_name))
+            scores.append((name, score))
+    scores.sort(key=lambda t: -t[1])
+    return scores if top_k is None else scores[:top_k]

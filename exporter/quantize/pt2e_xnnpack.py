@@ -1,0 +1,130 @@
+"""PT2E int8 for ExecuTorch/XNNPACK: ``torch.export`` -> torchao ``prepare_pt2e`` -> (calibrate) -> ``convert_pt2e``.
+
+The XNNPACKQuantizer from executorch decides what is quantized; this module only picks its
+config and feeds calibration data:
+
+* ``static``: int8 per-channel symmetric weights and int8 per-tensor activations whose ranges
+  are observed (HistogramObserver) on the calibration images; XNNPACK then runs the linears,
+  the patch-embedding conv and the residual adds on int8 kernels.
+* ``dynamic``: int8 per-channel weights, activations quantized at run time per call
+  (no calibration); only linears/convs are quantized, everything else stays float.
+
+LayerNorm, softmax, GELU and attention's batched matmuls stay float in both schemes (the
+quantizer has no int8 patterns for them).  The result is a GraphModule in Q/DQ form that
+``exporter.formats.executorch.export_pte`` exports again and lowers to XNNPACK.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+
+from edgeclip.errors import EdgeclipError
+
+SCHEMES = ("static", "dynamic")
+CALIB_BATCH = 32
+
+
+def _q_dq_counts(gm: torch.fx.GraphModule) -> dict[str, int]:
+    ops: Counter = Counter()
+    for n in gm.graph.nodes:
+        if n.op == "call_function":
+            name = getattr(n.target, "__name__", str(n.target))
+            if "quantize" in name or "choose_qparams" in name:
+                ops[name.split(".")[0]] += 1
+    return dict(sorted(ops.items()))
+
+
+def _quantized_ops(gm: torch.fx.GraphModule) -> dict[str, int]:
+    """Float compute ops whose weight (or input) arrives through a dequantize node: what runs int8."""
+    ops: Counter = Counter()
+    for n in gm.graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = getattr(n.target, "__name__", str(n.target)).split(".")[0]
+        if "quantize" in name or "choose_qparams" in name:
+            continue
+        if any(a.op == "call_function" and "dequantize" in getattr(a.target, "__name__", "") for a in n.all_input_nodes):
+            ops[name] += 1
+    return dict(sorted(ops.items()))
+
+
+def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme: str,
+                          calib: np.ndarray | None, *, dynamic_batch: bool = True,
+                          calib_batch: int = CALIB_BATCH) -> tuple[torch.fx.GraphModule, dict]:
+    """Quantize ``module`` for XNNPACK; returns the converted (Q/DQ) GraphModule and facts for the manifest.
+
+    ``example`` is one input batch (float images or int64 token ids).  ``calib`` ([N, ...], same
+    dtype and trailing shape as ``example``) is required for ``static`` and ignored for ``dynamic``.
+    The module is captured with a free batch dimension (``dynamic_batch``) so calibration runs in
+    batches of ``calib_batch``; the returned GraphModule accepts any batch size.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if scheme not in SCHEMES:
+        raise EdgeclipError(f"unknown int8 scheme {scheme!r} for XNNPACK; use static or dynamic")
+    if scheme == "static":
+        if calib is None or len(calib) == 0:
+            raise EdgeclipError("static int8 needs calibration inputs; pass --calib-data SPEC (a train split or a folder)")
+        if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
+            raise EdgeclipError(f"calibration inputs have shape {tuple(calib.shape[1:])} per sample but the model "
+                                f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
+    module = module.eval()
+    t0 = time.perf_counter()
+    example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    with torch.no_grad():
+        try:
+            captured = torch.export.export(module, (example,), dynamic_shapes=dyn).module()
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise EdgeclipError(f"torch.export could not capture {type(module).__name__} for int8 ({msg}); "
+                                "the model's forward must be traceable by torch.export") from None
+    t_export = time.perf_counter() - t0
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "dynamic")
+    quantizer = XNNPACKQuantizer().set_global(config)
+    t1 = time.perf_counter()
+    prepared = prepare_pt2e(captured, quantizer)
+    t_prepare = time.perf_counter() - t1
+
+    n_calib = 0
+    t2 = time.perf_counter()
+    if scheme == "static":
+        with torch.no_grad():
+            for i in range(0, len(calib), calib_batch):
+                chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + calib_batch]))
+                if not dynamic_batch:
+                    for row in chunk.split(1):
+                        prepared(row)
+                else:
+                    prepared(chunk)
+                n_calib += len(chunk)
+    t_calib = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    converted = convert_pt2e(prepared)
+    t_convert = time.perf_counter() - t3
+
+    info = {
+        "method": "pt2e XNNPACKQuantizer",
+        "scheme": scheme,
+        "weights": "int8 symmetric",
+        "per_channel": True,
+        "activations": ("int8 per-tensor, ranges calibrated (HistogramObserver)" if scheme == "static"
+                        else "int8 per-tensor, quantized at run time per call"),
+        "calibration_images": n_calib,
+        "quantized_ops": _quantized_ops(converted),
+        "qdq_ops": _q_dq_counts(converted),
+        "float_ops": "layer_norm, softmax, gelu, attention matmuls stay fp32",
+        "seconds": {"capture": round(t_export, 2), "prepare": round(t_prepare, 2),
+                    "calibrate": round(t_calib, 2), "convert": round(t_convert, 2)},
+    }
+    return converted, info
