@@ -39,6 +39,7 @@ def cpu_name() -> str:
 
 def environment(threads: int) -> dict:
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"), "ort_spinning": "off",
             "versions": library_versions()}
 
 

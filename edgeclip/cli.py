@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def main(ctx, debug):
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    # OpenMP threads that spin after each call steal cores from whatever runs next (another runtime in an
+    # interleaved benchmark round); set before torch is imported, overridable from the environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
@@ -151,8 +155,9 @@ def eval_cmd(target, pretrained, data, limit, threads, as_json):
 @click.option("--out", "-o", default="out", show_default=True, help="Where artifacts are found when none are given.")
 @click.option("--report-dir", default=None, help="Where bench.json / bench.md go [<out>/bench].")
 @click.option("--no-baseline", is_flag=True, help="Skip the fp32 eager row.")
+@click.option("--peers", is_flag=True, help="Add the no-edgeclip routes (plain ONNX, ORT quantize_dynamic defaults, torch.ao eager) as rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON.")
-def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, as_json):
+def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, peers, as_json):
     """Accuracy, agreement with fp32, size, latency and throughput of artifacts (default: all in --out)."""
     from edgeclip.benchmarks.report import markdown
     from edgeclip.benchmarks.timing import TimingConfig
@@ -160,7 +165,7 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, rep
 
     report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=threads, limit=limit,
                        timing=TimingConfig(rounds=rounds, reps_per_round=reps, throughput_batch=batch),
-                       report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, progress=not as_json)
+                       report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers, progress=not as_json)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -261,8 +261,11 @@ def _baseline(a: Artifact, data: LabeledImages) -> Prepared | None:
 
 def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",
           target: str = "cpu", threads: int | None = None, limit: int | None = None, timing=None,
-          report_dir: str | Path | None = None, baseline: bool = True, progress: bool = False) -> dict:
-    """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict."""
+          report_dir: str | Path | None = None, baseline: bool = True, peers: bool = False, progress: bool = False) -> dict:
+    """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict.
+
+    ``peers`` adds the routes a user would take without edgeclip (benchmarks/peers.py), measured in the same run.
+    """
     from edgeclip.benchmarks.accuracy import accuracy_metrics
     from edgeclip.benchmarks.report import environment, write_report
     from edgeclip.benchmarks.timing import TimingConfig, time_interleaved
@@ -303,6 +306,14 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
                 inputs[name] = _images(ds, prep.preprocess, cache, progress)
                 rows.append({"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
                              "file_mb": None, "random_weights": prep.random_weights, "baseline": True})
+                if peers and prep.task == "classifier":
+                    from edgeclip.benchmarks.peers import build_peers
+
+                    for pname, (psess, pquant, pbytes) in build_peers(prep.module, inputs[name], threads).items():
+                        sessions[pname], inputs[pname], ref_of[pname] = psess, inputs[name], name
+                        rows.append({"artifact": pname, "format": "peer", "runtime": psess.name, "quant": pquant,
+                                     "file_mb": pbytes / 1e6 if pbytes else None, "random_weights": prep.random_weights,
+                                     "peer": True})
         row = {"artifact": a.name, "format": a.format, "runtime": None, "quant": _quant_label(a.manifest),
                "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
                "random_weights": a.manifest.get("random_weights", False)}
