@@ -175,5 +175,19 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, rep
         sys.exit(1)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def formats(as_json):
+    """Which (format, quant, scheme, backend) combinations exist and what produces each."""
+    from edgeclip.exporter.recipe import support_table
+
+    rows = support_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(_table(rows, [("format", "format", "{}"), ("quant", "quant", "{}"), ("scheme", "scheme", "{}"),
+                             ("backend", "backend", "{}"), ("how", "how", "{}")]))
+
+
 if __name__ == "__main__":
     main()
