@@ -83,6 +83,12 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="onnxruntime static calibration [percentile].")
+@click.option("--keep-float", multiple=True, help="ONNX node name to keep in float (static int8); repeatable.")
+@click.option("--sensitive-float", type=int, default=None,
+              help="Also keep the K ONNX nodes with the worst measured int8 error float (static) [3].")
+@click.option("--optimize/--no-optimize", default=None, help="Run onnxruntime's transformer optimizer before quantizing [off].")
 @click.option("--verify-size", type=int, default=None, help="Real images used to verify each artifact against eager fp32 [256].")
 @click.option("--min-agreement", type=float, default=None, help="Override the top-1 agreement bar (0-1) an artifact must reach.")
 @click.option("--min-cosine", type=float, default=None, help="Override the mean cosine bar (0-1) an artifact must reach.")
@@ -90,7 +96,8 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--name", default=None, help="Artifact folder name [derived from model, format and quantization].")
 @click.option("--recipe", "recipe_file", type=click.Path(), default=None, help="TOML/JSON/YAML recipe; flags override its keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
-def export(model, pretrained, task, quant, scheme, backend, formats, data, labels, calib_data, calib_size, verify_size,
+def export(model, pretrained, task, quant, scheme, backend, formats, data, labels, calib_data, calib_size,
+           calib_method, keep_float, sensitive_float, optimize, verify_size,
            min_agreement, min_cosine, out, name, recipe_file, as_json):
     """Export a model to verified deployable artifacts (written atomically with manifest.json)."""
     from edgeclip.exporter.recipe import ExportRecipe
@@ -99,7 +106,8 @@ def export(model, pretrained, task, quant, scheme, backend, formats, data, label
     flags = {"model": model, "pretrained": pretrained, "task": task, "quant": quant, "scheme": scheme, "backend": backend,
              "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
-             "min_agreement": min_agreement, "min_cosine": min_cosine}
+             "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
+             "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
     recipe.validated()  # refuse impossible combinations before loading anything
 

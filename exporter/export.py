@@ -8,7 +8,7 @@ file is good enough to ship, so every format gets the same guarantee.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,9 @@ from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET, export_onnx
 from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
 from .formats.torchscript_lite import export_ptl
+from .formats.onnx_optimize import optimize_onnx
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
+from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 from .quantize.torch_ao import quantize_torch_ao, quantized_engine
 from .recipe import ExportRecipe
 
@@ -70,17 +72,32 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
 def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
     example = torch.from_numpy(subject.verify_inputs[:2])
     target = stage / MODEL_FILES["onnx"]
-    if recipe.quant == "none":
-        export_onnx(subject.module, example, target, subject.input_name, subject.output_name)
-        return {"dtype": "fp32", "method": "none"}
     fp32 = stage / "fp32.onnx.tmp"
     export_onnx(subject.module, example, fp32, subject.input_name, subject.output_name)
-    info = quantize_onnx_dynamic(fp32, target, OrtDynamicConfig())
+    facts: dict = {}
+    if recipe.optimize:
+        optimized = stage / "optimized.onnx.tmp"
+        facts["optimizer"] = optimize_onnx(fp32, optimized, check_inputs=subject.verify_inputs[:8])
+        fp32.unlink()
+        fp32 = optimized
+    if recipe.quant == "none":
+        fp32.rename(target)
+        return {"dtype": "fp32", "method": "none", **facts}
+    if recipe.scheme == "dynamic":
+        info = quantize_onnx_dynamic(fp32, target, OrtDynamicConfig())
+    else:
+        config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(recipe.keep_float))
+        ranked = []
+        if recipe.sensitive_float:
+            ranked = sensitive_nodes(fp32, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
+            config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
+        info = quantize_onnx_static(fp32, target, subject.calib_inputs, subject.input_name, config)
+        info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
+        info["calibration_set"] = subject.calib_desc
     fp32.unlink()
-    return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info}
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info, **facts}
 
 
-# format -> producer(subject, recipe, stage) that writes stage/MODEL_FILES[format] and returns quantization facts.
 def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
     example = torch.from_numpy(subject.verify_inputs[:2])
     engine = recipe.backend_for("ptl")

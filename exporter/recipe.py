@@ -24,6 +24,7 @@ TASKS = ("classifier", "image-encoder", "text-encoder")
 SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
     ("onnx", "none", None, "onnxruntime"): "torch.onnx.export (dynamo, opset 18)",
     ("onnx", "int8", "dynamic", "onnxruntime"): "onnxruntime quantize_dynamic, per-channel int8 weights",
+    ("onnx", "int8", "static", "onnxruntime"): "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float",
     **{("ptl", "none", None, e): "torch.jit.trace -> lite interpreter (engine only matters for int8)" for e in ("qnnpack", "fbgemm", "x86")},
     **{("ptl", "int8", s, e): f"torch.ao eager {s} int8 Linears (MHA split), {e} kernels"
        for s in ("dynamic", "static") for e in ("qnnpack", "fbgemm", "x86")},
@@ -48,6 +49,10 @@ class ExportRecipe:
     out: str = "out"
     name: str | None = None
     templates: list[str] | None = field(default=None)
+    calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile
+    keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
+    sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
+    optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
     min_agreement: float | None = None    # fraction 0..1
 
@@ -77,6 +82,14 @@ class ExportRecipe:
             r.scheme = r.scheme or "dynamic"
         if r.calib_data is not None and r.scheme != "static":
             raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static; drop it for dynamic or float exports")
+        if r.calib_method not in ("minmax", "entropy", "percentile"):
+            raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy or percentile")
+        if not (0 <= r.sensitive_float <= 1000):
+            raise EdgeclipError(f"--sensitive-float must be between 0 and 1000 (got {r.sensitive_float})")
+        r.keep_float = tuple(r.keep_float)
+        if r.task == "text-encoder" and r.scheme == "static" and "onnx" in r.formats:
+            raise EdgeclipError("static int8 ONNX of the text encoder is not supported (token ids cannot be calibrated "
+                                "like images); use --scheme dynamic, or --format ptl/pte for static")
         for key in ("min_cosine", "min_agreement"):
             v = getattr(r, key)
             if v is not None and not (0.0 <= v <= 1.0):
@@ -114,6 +127,7 @@ class ExportRecipe:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["formats"] = list(self.formats) if self.formats else None
+        d["keep_float"] = list(self.keep_float)
         return d
 
     @classmethod

@@ -3,15 +3,20 @@ from calibration images, so no run-time min/max pass over every activation.
 
 Only the projection ops (MatMul with a weight, Gemm, Conv) are quantized by default; LayerNorm,
 SkipLayerNorm, Softmax, GELU and the residual Adds stay float, as do the attention-score MatMuls
-(activation x activation) unless ``weights_only_matmul=False``.  onnxruntime's CPU EP turns
-DequantizeLinear -> MatMul into int8 kernels (MatMulIntegerToFloat / QLinearMatMul / QGemm / QLinearConv).
+(activation x activation; QDQ ignores ORT's ``MatMulConstBOnly``, so they are excluded by name).
+MatMul/Gemm outputs stay float, so onnxruntime's CPU EP runs them as ``MatMulIntegerToFloat`` / ``QGemm``;
+Conv outputs are quantized because only then does it become ``QLinearConv`` (a float-output QDQ Conv
+runs as a float Conv on dequantized weights: all the error, none of the speed).
+``runtime_kernels`` reports what the CPU EP really runs, and the result dict carries it.
 
 Activations are ``QUInt8`` and weights ``QInt8`` with ``reduce_range=False``: onnxruntime's advice for
-x86 CPUs (u8s8 is the fast path of its int8 GEMM; VNNI/AMX machines do not saturate, pass
-``reduce_range=True`` on pre-VNNI x86).  On ARM ``activation_type="QInt8"`` is an option.
+x86 CPUs with VNNI (u8s8 is the fast path of its int8 GEMM; pass ``reduce_range=True`` on pre-VNNI x86).
+On ARM ``activation_type="QInt8"`` is an option.
 
-``sensitive_nodes`` measures, on calibration images, how much each quantized node alone moves the
-model's output, so the worst few can be kept float by name (``exclude_nodes``).
+Calibration runs here (``calibrate``), not inside ``quantize_static``, which in onnxruntime 1.32 cannot
+size the histograms (its Entropy then equals MinMax exactly) and whose ``CalibMaxIntermediateOutputs``
+drops batches.  ``sensitive_nodes`` measures, on calibration images, how much each quantized node alone
+moves the model's output, so the worst few can be kept float by name (``exclude_nodes``).
 """
 
 from __future__ import annotations
@@ -42,9 +47,11 @@ class OrtStaticConfig:
     weight_type: str = "QInt8"
     reduce_range: bool = False                      # True: 7-bit weights, for pre-VNNI x86 CPUs
     weights_only_matmul: bool = True                # keep activation x activation MatMuls (attention) float
-    quantize_outputs: bool = False                  # also Q/DQ the outputs of quantized ops (QLinear* kernels)
+    quantized_outputs: tuple[str, ...] = ("Conv",)  # op types whose outputs are also Q/DQ'd: Conv needs it to
+                                                    # run as QLinearConv; MatMul/Gemm run int8 with float output
     activation_symmetric: bool = False              # symmetric activation ranges (asymmetric suits uint8)
-    percentile: float = 99.999                      # for calibration="percentile"
+    percentile: float = 99.999                      # for calibration="percentile" (two-sided unless symmetric)
+    histogram_bins: int = 512                       # entropy / percentile histogram resolution
     batch_size: int = 32                            # calibration batch
     preprocess: bool = True                         # ORT's quant_pre_process (shape inference + basic opt)
 
@@ -56,9 +63,11 @@ class OrtStaticConfig:
                 raise EdgeclipError(f"{field_name} {getattr(self, field_name)!r} is not one of {', '.join(QUANT_TYPES)}")
         if not 50.0 < self.percentile <= 100.0:
             raise EdgeclipError(f"percentile must be in (50, 100] (got {self.percentile}); 99.999 is the usual choice")
+        if self.histogram_bins < 256:
+            raise EdgeclipError(f"histogram_bins must be >= 256 (got {self.histogram_bins}); entropy searches 128-bin windows")
         if self.batch_size < 1:
             raise EdgeclipError(f"calibration batch_size must be positive (got {self.batch_size})")
-        for field_name in ("exclude_nodes", "op_types", "exclude_op_types"):
+        for field_name in ("exclude_nodes", "op_types", "exclude_op_types", "quantized_outputs"):
             if isinstance(getattr(self, field_name), str):
                 raise EdgeclipError(f"{field_name} must be a tuple of names, not the string {getattr(self, field_name)!r}")
 
@@ -150,6 +159,63 @@ def _prepare(fp32_path: Path, tmp: Path, config: OrtStaticConfig) -> tuple[Path,
             return pre, "onnxruntime quant_pre_process (onnx shape inference, basic optimization)"
 
 
+CALIBRATION_CHUNK_IMAGES = 128   # images whose activations are held at once while calibrating (histograms merge)
+
+
+def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticConfig, cache: Path) -> None:
+    """Activation ranges of the tensors around the quantized op types, written to ``cache`` (ORT's JSON).
+
+    Run here rather than inside ``quantize_static`` because quantize_static cannot pass histogram sizes:
+    with its fixed 128 bins and 128 quantized bins, ``Entropy`` has a single candidate threshold and gives
+    exactly the MinMax ranges (onnxruntime 1.32).  Entropy here searches 128-bin windows of a
+    ``histogram_bins`` histogram (TensorRT's KL method); batches are fed in chunks so memory stays bounded.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    from ..formats.onnx_optimize import quiet
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    options = {"symmetric": config.activation_symmetric}
+    if config.calibration == "entropy":
+        options.update(num_bins=config.histogram_bins, num_quantized_bins=128)
+    elif config.calibration == "percentile":
+        options.update(num_bins=config.histogram_bins, percentile=config.percentile)
+    reader = ArrayCalibrationReader(data, input_name, config.batch_size)
+    per_chunk = max(1, CALIBRATION_CHUNK_IMAGES // config.batch_size)
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        calibrator = create_calibrator(Path(pre), config.quantized_op_types(), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=options)
+        # onnxruntime stacks the batches of one collect_data call (np.asarray), so a short last batch goes alone
+        full = len(data) // config.batch_size
+        chunks = [(i, min(i + per_chunk, full)) for i in range(0, full, per_chunk)]
+        if len(data) % config.batch_size:
+            chunks.append((full, full + 1))
+        for start, end in chunks:
+            reader.set_range(start, end)
+            calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache)
+
+
+def _ranges(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticConfig, tmp: Path,
+            calibration_cache: Path | None) -> Path:
+    """The activation-range file to quantize with: ``calibration_cache`` if it exists (checked to be of the
+    configured method), else a fresh calibration written there (or into ``tmp``)."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    cache = Path(calibration_cache) if calibration_cache is not None else tmp / "calibration.json"
+    if cache.is_file():
+        made_with = load_tensors_data(cache).calibration_method.name.lower()
+        if made_with != config.calibration:
+            raise EdgeclipError(f"calibration cache {cache} holds {made_with} ranges but the config asks for "
+                                f"{config.calibration}; delete it or pass a cache per method")
+        return cache
+    calibrate(pre, data, input_name, config, cache)
+    return cache
+
+
 def activation_matmuls(model) -> list[str]:
     """MatMul nodes whose B input is computed (attention scores and context), not a constant weight."""
     consts = {i.name for i in model.graph.initializer}
@@ -157,8 +223,9 @@ def activation_matmuls(model) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in consts]
 
 
-def _quantize(pre: Path, out: Path, config: OrtStaticConfig, reader, cache: Path | None,
+def _quantize(pre: Path, out: Path, config: OrtStaticConfig, cache: Path,
               nodes_to_quantize: list[str] | None = None, exclude: list[str] | None = None) -> None:
+    """quantize_static from the activation ranges in ``cache`` (see ``calibrate``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -170,22 +237,17 @@ def _quantize(pre: Path, out: Path, config: OrtStaticConfig, reader, cache: Path
     exclude = list(exclude if exclude is not None else config.exclude_nodes)
     if config.weights_only_matmul:
         exclude += [n for n in activation_matmuls(onnx.load(str(pre), load_external_data=False)) if n not in exclude]
-    extra = {"MatMulConstBOnly": config.weights_only_matmul,
-             "CalibTensorRangeSymmetric": config.activation_symmetric,
-             "ActivationSymmetric": config.activation_symmetric,
-             "CalibPercentile": config.percentile}
-    if not config.quantize_outputs:
-        extra["OpTypesToExcludeOutputQuantization"] = list(INT8_COMPUTE_OPS)
-    # not CalibMaxIntermediateOutputs: in onnxruntime 1.32 MinMaxCalibrater drops the collected batches
-    # when that limit is hit instead of merging them (and MinMax only keeps per-batch min/max scalars anyway)
+    extra = {"MatMulConstBOnly": config.weights_only_matmul, "ActivationSymmetric": config.activation_symmetric}
+    float_outputs = [t for t in INT8_COMPUTE_OPS if t not in config.quantized_outputs]
+    if float_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = float_outputs
     with quiet():
-        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(out), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=config.quantized_op_types(), per_channel=config.per_channel,
                         reduce_range=config.reduce_range, activation_type=QuantType[config.activation_type],
                         weight_type=QuantType[config.weight_type], nodes_to_quantize=nodes_to_quantize or None,
-                        nodes_to_exclude=exclude or None,
-                        calibrate_method=method, extra_options=extra,
-                        calibration_cache_path=str(cache) if cache is not None else None)
+                        nodes_to_exclude=exclude or None, calibrate_method=method, extra_options=extra,
+                        calibration_cache_path=str(cache))
 
 
 def qdq_summary(model, op_types=INT8_COMPUTE_OPS) -> dict:
@@ -206,6 +268,31 @@ def qdq_summary(model, op_types=INT8_COMPUTE_OPS) -> dict:
     dq = sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
     return {"int8_nodes": int8, "float_nodes": {k: len(v) for k, v in floats.items()},
             "float_node_names": floats, "qdq_nodes": {"QuantizeLinear": q, "DequantizeLinear": dq}}
+
+
+RUNTIME_KERNELS = ("MatMulIntegerToFloat", "QLinearMatMul", "QGemm", "QLinearConv", "DynamicQuantizeMatMul",
+                   "MatMulInteger", "ConvInteger", "MatMul", "FusedMatMul", "Gemm", "FusedGemm", "Conv", "FusedConv",
+                   "QuantizeLinear", "DequantizeLinear")
+
+
+def runtime_kernels(path: Path) -> dict[str, int]:
+    """The compute kernels onnxruntime's CPU EP actually runs for ``path`` after its graph transformations
+    (Q/DQ pairs folded into int8 kernels or left as float ops with dequantized inputs)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED   # QDQ fusions, no NCHWc layout
+        opts.optimized_model_filepath = str(Path(tmp) / "runtime.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in RUNTIME_KERNELS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
 
 
 def _check_names(model, names) -> None:
@@ -236,9 +323,9 @@ def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, inp
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         pre, pre_desc = _prepare(fp32_path, Path(tmp), config)
         _check_names(onnx.load(str(pre), load_external_data=False), config.exclude_nodes)
-        reader = ArrayCalibrationReader(data, input_name, config.batch_size)
-        _quantize(pre, out_path, config, reader, calibration_cache)
+        _quantize(pre, out_path, config, _ranges(pre, data, input_name, config, Path(tmp), calibration_cache))
     summary = qdq_summary(onnx.load(str(out_path), load_external_data=False))
+    kernels = runtime_kernels(out_path)
     calibration = {"method": config.calibration, "images": int(len(data)), "batch_size": config.batch_size,
                    "activation_symmetric": config.activation_symmetric}
     if config.calibration == "percentile":
@@ -251,10 +338,11 @@ def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, inp
             "op_types_quantized": config.quantized_op_types(),
             "op_types_kept_float": list(config.exclude_op_types),
             "attention_matmuls": "float" if config.weights_only_matmul else "int8",
-            "outputs_quantized": config.quantize_outputs,
+            "outputs_quantized_of": list(config.quantized_outputs),
             "excluded_nodes": list(config.exclude_nodes),
             "preprocess": pre_desc,
-            **{k: v for k, v in summary.items() if k != "float_node_names"}}
+            **{k: v for k, v in summary.items() if k != "float_node_names"},
+            "runtime_kernels_cpu": kernels}
 
 
 def _run_all(path: Path, feeds: np.ndarray, input_name: str, threads: int = 2, batch: int = 64) -> np.ndarray:
@@ -297,24 +385,24 @@ def sensitive_nodes(fp32_path: Path, calib: np.ndarray, input_name: str, config:
         tmp = Path(tmp)
         pre, _ = _prepare(fp32_path, tmp, config)
         _check_names(onnx.load(str(pre), load_external_data=False), config.exclude_nodes)
-        cache = Path(calibration_cache) if calibration_cache is not None else tmp / "calibration.json"
+        cache = _ranges(pre, data, input_name, config, tmp, calibration_cache)
         full = tmp / "full.onnx"
-        _quantize(pre, full, config, ArrayCalibrationReader(data, input_name, config.batch_size), cache)
+        _quantize(pre, full, config, cache)
         reference = _run_all(pre, probe, input_name)
-        summary = qdq_summary(onnx.load(str(full), load_external_data=False), tuple(config.quantized_op_types()))
-        producer_ops = tuple(config.quantized_op_types())
-        graph = onnx.load(str(full), load_external_data=False).graph
+        compute_ops = tuple(t for t in INT8_COMPUTE_OPS if t in config.quantized_op_types())
+        summary = qdq_summary(onnx.load(str(full), load_external_data=False), compute_ops)
         float_names = {n for names in summary["float_node_names"].values() for n in names}
-        candidates = [n.name for n in graph.node if n.op_type in producer_ops and n.name not in float_names]
+        graph = onnx.load(str(full), load_external_data=False).graph
+        candidates = [n.name for n in graph.node if n.op_type in compute_ops and n.name not in float_names]
         full_err = _rel_mse(reference, _run_all(full, probe, input_name)) if method == "leave_one_out" else 0.0
         scores = []
         for name in candidates:
             out = tmp / "one.onnx"
             if method == "alone":
-                _quantize(pre, out, config, None, cache, nodes_to_quantize=[name])
+                _quantize(pre, out, config, cache, nodes_to_quantize=[name])
                 score = _rel_mse(reference, _run_all(out, probe, input_name))
             else:
-                _quantize(pre, out, config, None, cache, exclude=[*config.exclude_nodes, name])
+                _quantize(pre, out, config, cache, exclude=[*config.exclude_nodes, name])
                 score = full_err - _rel_mse(reference, _run_all(out, probe, input_name))
             scores.append((name, score))
     scores.sort(key=lambda t: -t[1])

@@ -38,18 +38,34 @@ def _q_dq_counts(gm: torch.fx.GraphModule) -> dict[str, int]:
     return dict(sorted(ops.items()))
 
 
-def _quantized_ops(gm: torch.fx.GraphModule) -> dict[str, int]:
-    """Float compute ops whose weight (or input) arrives through a dequantize node: what runs int8."""
-    ops: Counter = Counter()
+def _op_name(n: torch.fx.Node) -> str:
+    return getattr(n.target, "__name__", str(n.target)).split(".")[0]
+
+
+# ops the XNNPACKQuantizer has int8 activation patterns for, and the compute ops worth listing
+_INT8_ACT_OPS = {"add", "mul", "cat", "adaptive_avg_pool2d"}
+_COMPUTE_OPS = {"linear", "conv2d", "conv1d", "add", "mul", "cat", "layer_norm", "gelu", "softmax",
+                "scaled_dot_product_attention", "matmul", "bmm", "mm", "embedding"}
+
+
+def _int8_ops(gm: torch.fx.GraphModule) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """(ops with int8 weights, int8 activation-only ops, compute ops left in float) of a converted graph."""
+    weights: Counter = Counter()
+    acts: Counter = Counter()
+    floats: Counter = Counter()
     for n in gm.graph.nodes:
-        if n.op != "call_function":
+        name = _op_name(n) if n.op == "call_function" else ""
+        if name not in _COMPUTE_OPS:
             continue
-        name = getattr(n.target, "__name__", str(n.target)).split(".")[0]
-        if "quantize" in name or "choose_qparams" in name:
-            continue
-        if any(a.op == "call_function" and "dequantize" in getattr(a.target, "__name__", "") for a in n.all_input_nodes):
-            ops[name] += 1
-    return dict(sorted(ops.items()))
+        ins = [_op_name(a) for a in n.all_input_nodes if a.op == "call_function"]
+        if "dequantize_per_channel" in ins:
+            weights[name] += 1
+        elif (name in _INT8_ACT_OPS and ins and all(i == "dequantize_per_tensor" for i in ins)
+              and any(_op_name(u) == "quantize_per_tensor" for u in n.users)):
+            acts[name] += 1
+        else:
+            floats[name] += 1
+    return dict(sorted(weights.items())), dict(sorted(acts.items())), dict(sorted(floats.items()))
 
 
 def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme: str,
@@ -78,7 +94,8 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
                                 f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
     module = module.eval()
     t0 = time.perf_counter()
-    example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    if dynamic_batch:   # batch 2 so torch.export does not specialise the batch size to 1
+        example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
     dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     with torch.no_grad():
         try:
@@ -97,7 +114,12 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
 
     n_calib = 0
     t2 = time.perf_counter()
-    if scheme == "static":
+    if scheme == "dynamic":
+        # one forward so the per-channel weight observers see the weights (activations are
+        # quantized at run time; without this the weight scales stay at their 1-element defaults)
+        with torch.no_grad():
+            prepared(example)
+    else:
         with torch.no_grad():
             for i in range(0, len(calib), calib_batch):
                 chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + calib_batch]))
@@ -113,6 +135,7 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     converted = convert_pt2e(prepared)
     t_convert = time.perf_counter() - t3
 
+    weight_ops, act_ops, float_ops = _int8_ops(converted)
     info = {
         "method": "pt2e XNNPACKQuantizer",
         "scheme": scheme,
@@ -121,9 +144,10 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         "activations": ("int8 per-tensor, ranges calibrated (HistogramObserver)" if scheme == "static"
                         else "int8 per-tensor, quantized at run time per call"),
         "calibration_images": n_calib,
-        "quantized_ops": _quantized_ops(converted),
+        "int8_weight_ops": weight_ops,
+        "int8_activation_ops": act_ops,
         "qdq_ops": _q_dq_counts(converted),
-        "float_ops": "layer_norm, softmax, gelu, attention matmuls stay fp32",
+        "float_ops": float_ops,
         "seconds": {"capture": round(t_export, 2), "prepare": round(t_prepare, 2),
                     "calibrate": round(t_calib, 2), "convert": round(t_convert, 2)},
     }
