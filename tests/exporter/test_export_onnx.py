@@ -144,3 +144,25 @@ def test_unwritable_out_dir(tiny_clip_dir, tiny_images, tmp_path):
         target = str(ro / "x")
     with pytest.raises(EdgeclipError, match="pass a writable --out"):
         edgeclip.export(str(tiny_clip_dir), data=tiny_images, out=target, verify_size=6)
+
+
+def test_static_int8_onnx_through_export(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path):
+    (art,) = edgeclip.export(str(tiny_clip_dir), quant="int8", scheme="static", data=tiny_images, calib_data=tiny_calib_images,
+                             calib_size=9, sensitive_float=1, optimize=True, out=str(tmp_path), verify_size=18, min_agreement=0.0)
+    q = art.manifest["quantization"]
+    assert art.name.endswith("onnx-int8-static") and q["format"] == "QDQ" and q["calibration"]["images"] == 9
+    assert q["calibration"]["method"] == "percentile" and len(q["excluded_nodes"]) == 1
+    assert q["excluded_nodes"][0] == q["sensitive_nodes_measured"][0]["node"]
+    assert "folder calib" in q["calibration_set"] and "optimizer" in q
+    ops = {n.op_type for n in onnx.load(str(art.file)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert art.manifest["fidelity"]["mean_cosine"] > 0.98
+
+
+def test_static_calibration_errors(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path):
+    with pytest.raises(EdgeclipError, match="is the evaluation folder"):
+        edgeclip.export(str(tiny_clip_dir), quant="int8", scheme="static", data=tiny_images, out=str(tmp_path))
+    with pytest.raises(EdgeclipError, match="exclude_nodes not in the graph: no_such_node"):
+        edgeclip.export(str(tiny_clip_dir), quant="int8", scheme="static", data=tiny_images, calib_data=tiny_calib_images,
+                        calib_size=3, keep_float=("no_such_node",), sensitive_float=0, out=str(tmp_path))
+    assert not any(p for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
