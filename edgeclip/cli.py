@@ -76,8 +76,8 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--task", type=click.Choice(["classifier", "image-encoder", "text-encoder"]), default=None, help="What to export [classifier].")
 @click.option("--quant", type=click.Choice(["none", "int8", "fp16", "bf16"]), default=None, help="Precision of the artifact [none].")
 @click.option("--scheme", type=click.Choice(["dynamic", "static"]), default=None, help="int8 scheme [dynamic].")
-@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack"]), default=None,
-              help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx].")
+@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable"]), default=None,
+              help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx, qnnpack for ptl, xnnpack for pte].")
 @click.option("--format", "formats", multiple=True, help="onnx, ptl, pte or all; repeat or comma-separate [onnx].")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")

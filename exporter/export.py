@@ -21,6 +21,7 @@ from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET, export_onnx
 from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
 from .formats.torchscript_lite import export_ptl
+from .formats.executorch import export_pte
 from .formats.onnx_optimize import optimize_onnx
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
@@ -65,7 +66,7 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
     model = Path(str(subject.source.get("model", "model"))).name.replace(":", "-").replace("/", "-")
     quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
     backend = recipe.backend_for(fmt)
-    suffix = f"-{backend}" if recipe.quant == "int8" and fmt == "ptl" else ""
+    suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend == "portable" else ""
     return f"{model}-{subject.task}-{fmt}-{quant}{suffix}"
 
 
@@ -111,7 +112,19 @@ def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> d
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
 
 
-PRODUCERS = {"onnx": _produce_onnx, "ptl": _produce_ptl}
+def _produce_pte(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
+    example = torch.from_numpy(subject.verify_inputs[:2])
+    backend = recipe.backend_for("pte")
+    facts = export_pte(subject.module, example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
+                       calib=subject.calib_inputs, delegate=backend)
+    if recipe.quant == "none":
+        return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
+    if recipe.scheme == "static":
+        facts["calibration_set"] = subject.calib_desc
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}
+
+
+PRODUCERS = {"onnx": _produce_onnx, "ptl": _produce_ptl, "pte": _produce_pte}
 
 
 def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:

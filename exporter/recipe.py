@@ -17,7 +17,7 @@ from edgeclip.errors import EdgeclipError
 FORMATS = ("onnx", "ptl", "pte")
 QUANTS = ("none", "int8", "fp16", "bf16")
 SCHEMES = ("dynamic", "static")
-BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack")
+BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable")
 TASKS = ("classifier", "image-encoder", "text-encoder")
 
 # (format, quant, scheme, backend) -> what produces it.  scheme is None for float artifacts.
@@ -28,9 +28,13 @@ SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
     **{("ptl", "none", None, e): "torch.jit.trace -> lite interpreter (engine only matters for int8)" for e in ("qnnpack", "fbgemm", "x86")},
     **{("ptl", "int8", s, e): f"torch.ao eager {s} int8 Linears (MHA split), {e} kernels"
        for s in ("dynamic", "static") for e in ("qnnpack", "fbgemm", "x86")},
+    ("pte", "none", None, "xnnpack"): "torch.export -> to_edge_transform_and_lower, XNNPACK delegate",
+    ("pte", "none", None, "portable"): "torch.export -> to_edge, ExecuTorch portable kernels only (reference)",
+    ("pte", "int8", "dynamic", "xnnpack"): "PT2E XNNPACKQuantizer, dynamic activations, per-channel weights",
+    ("pte", "int8", "static", "xnnpack"): "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated",
 }
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
-FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte"}
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte", "portable": "pte"}
 
 
 @dataclass

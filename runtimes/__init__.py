@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgeclip.exporter.manifest import Artifact, open_artifact
 
-from . import lite_interpreter, onnxruntime_cpu  # noqa: F401  (register the "ptl" / "onnx" adapters)
+from . import executorch_runtime, lite_interpreter, onnxruntime_cpu  # noqa: F401  (register the pte/ptl/onnx adapters)
 from .base import Session, adapter_for, run_batched
 from .torch_eager import TorchEagerSession
 

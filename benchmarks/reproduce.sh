@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerate the measured tables in benchmarks/README.md (about 25 minutes on a 2-core CPU).
+# Needs ../shared (the trained tiny_clip_fmnist fixture and Fashion-MNIST). Run from the repository root,
+# with the machine otherwise idle: all variants are timed interleaved in one run, but a busy machine
+# still widens p90.
+set -euo pipefail
+FIX=${FIXTURE:-../shared/fixtures/tiny_clip_fmnist}
+W=${WORK:-/tmp/edgeclip-bench}
+THREADS=${THREADS:-2}
+rm -rf "$W"; mkdir -p "$W" benchmarks/results
+
+# 1. Accuracy: the trained fixture, every format, fp32 + int8 dynamic + int8 static, all 10,000 test images.
+edgeclip export --model "$FIX" --format all --out "$W/fixture" --json > /dev/null
+edgeclip export --model "$FIX" --format all --quant int8 --scheme dynamic --backend fbgemm --out "$W/fixture" --json > /dev/null
+edgeclip export --model "$FIX" --format all --quant int8 --scheme static --backend fbgemm --out "$W/fixture" --json > /dev/null
+edgeclip bench --out "$W/fixture" --peers --threads "$THREADS" --rounds 10 --reps 10 --report-dir benchmarks/results/fixture_cpu
+
+# 2. Timing: ViT-B-32 image tower, random weights (accuracy columns mean nothing), batch 1 and 16.
+V="--model ViT-B-32 --pretrained none --verify-size 32 --out $W/vitb32 --json"
+edgeclip export $V --format all > /dev/null
+edgeclip export $V --format all --quant int8 --backend fbgemm > /dev/null
+edgeclip export $V --format all --quant int8 --scheme static --backend fbgemm --calib-size 64 --sensitive-float 0 > /dev/null
+edgeclip export $V --format ptl --quant int8 --backend qnnpack > /dev/null
+edgeclip bench --out "$W/vitb32" --peers --threads "$THREADS" --limit 64 --rounds 10 --reps 5 --batch 16 \
+  --report-dir benchmarks/results/vitb32_cpu
