@@ -23,6 +23,7 @@ from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, s
 from .formats.torchscript_lite import export_ptl
 from .formats.executorch import export_pte
 from .formats.onnx_optimize import optimize_onnx
+from .quantize.attention import split_attention
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 from .quantize.torch_ao import quantize_torch_ao, quantized_engine
@@ -74,7 +75,9 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
     example = torch.from_numpy(subject.verify_inputs[:2])
     target = stage / MODEL_FILES["onnx"]
     fp32 = stage / "fp32.onnx.tmp"
-    export_onnx(subject.module, example, fp32, subject.input_name, subject.output_name)
+    # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
+    module = subject.module if recipe.quant == "none" else split_attention(subject.module)
+    export_onnx(module, example, fp32, subject.input_name, subject.output_name)
     facts: dict = {}
     if recipe.optimize:
         optimized = stage / "optimized.onnx.tmp"

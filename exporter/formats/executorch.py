@@ -65,6 +65,14 @@ def _sdpa_decomposition(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
     return out.reshape(*lead, L, Ev)
 
 
+@contextlib.contextmanager
+def _restore_level(logger: logging.Logger, level: int):
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _capture(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
     try:
@@ -128,18 +136,29 @@ def _xnnpack_shape_ops_pass():
 def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
     """Delegated vs non-delegated call nodes of a lowered edge graph (executorch's get_delegation_info).
 
-    ``getitem`` nodes (unpacking a delegate's or LayerNorm's tuple outputs) are bookkeeping, not
-    compute, and are left out of the non-delegated count.
+    Bookkeeping nodes outside the delegates -- ``getitem`` (unpacking a delegate's or LayerNorm's
+    tuple output) and symbolic-size arithmetic (``sym_size``, ``mul`` on SymInts for the free batch
+    dim) -- compute nothing and are left out of the non-delegated count.
     """
+    import operator
+    import re
+
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(edge_graph)
-    by_op = info.delegation_by_operator
-    getitems = by_op["getitem"].non_delegated if "getitem" in by_op else 0
-    delegated = info.num_delegated_nodes
-    non_delegated = info.num_non_delegated_nodes - getitems
-    portable = {k.removeprefix("aten_"): v.non_delegated for k, v in sorted(by_op.items())
-                if v.non_delegated and k != "getitem"}
+    bookkeeping: dict[str, int] = {}
+    for node in edge_graph.graph.nodes:
+        if node.op != "call_function" or node.name.startswith("executorch_call_delegate"):
+            continue
+        if node.target is operator.getitem or not isinstance(node.meta.get("val"), torch.Tensor):
+            op = re.sub(r"_[\d]+$", "", node.name)
+            bookkeeping[op] = bookkeeping.get(op, 0) + 1
+    portable = {}
+    for op, b in sorted(info.delegation_by_operator.items()):
+        n = b.non_delegated - bookkeeping.get(op, 0)
+        if n > 0:
+            portable[op.removeprefix("aten_")] = n
+    delegated, non_delegated = info.num_delegated_nodes, sum(portable.values())
     return {
         "delegated_subgraphs": info.num_delegated_subgraphs,
         "delegated_ops": delegated,
@@ -151,7 +170,7 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
 
 def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
                scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
-               dynamic_batch: bool = True, shape_pass: bool = True) -> dict:
+               dynamic_batch: bool = True) -> dict:
     """Write ``module`` as an ExecuTorch program at ``path``; returns facts for the manifest.
 
     ``quant``: "none" (fp32) or "int8" (PT2E XNNPACKQuantizer, ``scheme`` "dynamic" or "static";
@@ -172,16 +191,18 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
     module = module.eval()
     path = Path(path)
     seconds: dict[str, float] = {}
-    facts: dict = {"delegate": delegate}
+    facts: dict = {"dtype": "int8" if quant == "int8" else "fp32", "delegate": delegate}
     if dynamic_batch:
         example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
     else:
         example = example[:1]
 
     noise = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+    et_log = logging.getLogger("executorch")
+    level = et_log.level
+    with warnings.catch_warnings(), contextlib.redirect_stdout(noise), _restore_level(et_log, level):
         warnings.simplefilter("ignore")
-        logging.getLogger("executorch").setLevel(logging.ERROR)
+        et_log.setLevel(logging.ERROR)
         if quant == "int8":
             from edgeclip.exporter.quantize.pt2e_xnnpack import quantize_pt2e_xnnpack
 
@@ -203,7 +224,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
 
                 from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
 
-                passes = [RemoveNoopExpandCopyPass()] + ([_xnnpack_shape_ops_pass()] if shape_pass else [])
+                passes = [RemoveNoopExpandCopyPass(), _xnnpack_shape_ops_pass()]
                 edge = to_edge_transform_and_lower(ep, transform_passes=passes, partitioner=[XnnpackPartitioner()],
                                                    compile_config=config)
             else:

@@ -25,7 +25,7 @@ import torch
 from edgeclip.errors import EdgeclipError
 
 SCHEMES = ("static", "dynamic")
-CALIB_BATCH = 32
+CALIB_BATCH = 128   # HistogramObserver costs ~25 ms per observer per call: few large batches are ~3x faster than many small
 
 
 def _q_dq_counts(gm: torch.fx.GraphModule) -> dict[str, int]:

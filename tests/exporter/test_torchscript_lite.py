@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import edgeclip
-from edgeclip.exporter.quantize.torch_ao import SplitAttention, split_attention
+from edgeclip.exporter.quantize.attention import SplitAttention, split_attention
 from edgeclip.runtimes import load
 
 # the tiny CLIP's vision tower: 2 blocks x (q, k, v, out, fc, proj) Linears + the zero-shot head

@@ -1,0 +1,156 @@
+"""ExecuTorch (.pte) round trips on a tiny random CLIP: write, reload through the runtime, compare with eager.
+
+Random weights: these tests prove plumbing and numerical agreement with eager only.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("executorch")
+
+from edgeclip.errors import EdgeclipError  # noqa: E402
+from edgeclip.exporter.formats.executorch import export_pte  # noqa: E402
+from edgeclip.exporter.manifest import Artifact, sha256_file  # noqa: E402
+from edgeclip.models.datasets import load_dataset  # noqa: E402
+from edgeclip.pipeline import prepare  # noqa: E402
+from edgeclip.runtimes.executorch_runtime import ExecuTorchSession, load_pte  # noqa: E402
+
+
+def _cosine(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_clip_dir, tiny_images):
+    ds = load_dataset(tiny_images)
+    prep = prepare(str(tiny_clip_dir), data=ds)
+    images = ds.tensors(prep.preprocess).numpy()
+    with torch.inference_mode():
+        ref = prep.module(torch.from_numpy(images)).numpy()
+    return prep.module, images, ref
+
+
+@pytest.fixture(scope="module")
+def artifacts(clf, tmp_path_factory):
+    """One .pte per (quant, scheme, delegate), written once for the whole module."""
+    module, images, _ = clf
+    out = tmp_path_factory.mktemp("pte")
+    made = {}
+    for key, kw in {"fp32": dict(), "int8-dynamic": dict(quant="int8", scheme="dynamic"),
+                    "int8-static": dict(quant="int8", scheme="static", calib=images[:9]),
+                    "portable": dict(delegate="portable")}.items():
+        path = out / f"{key}.pte"
+        facts = export_pte(module, torch.from_numpy(images[:2]), path, **kw)
+        made[key] = (path, facts)
+    return made
+
+
+@pytest.mark.parametrize("key", ["fp32", "int8-dynamic", "int8-static"])
+def test_xnnpack_round_trip(clf, artifacts, key):
+    _, images, ref = clf
+    path, facts = artifacts[key]
+    sess = load_pte(str(path), threads=1)
+    assert sess.name == "executorch-xnnpack" and sess.delegate == "xnnpack"
+    got = sess.run(images)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    if key == "fp32":
+        assert np.abs(got - ref).max() < 1e-3
+    else:
+        assert _cosine(got, ref).mean() > 0.98
+    # delegation facts: XNNPACK takes most of the graph; LayerNorm stays on the portable kernels
+    assert facts["delegate"] == "xnnpack" and facts["delegated_subgraphs"] >= 1
+    assert facts["delegated_ops"] > facts["non_delegated_ops"] > 0
+    assert 0.5 < facts["delegated_fraction"] < 1
+    assert "native_layer_norm_default" in facts["non_delegated_by_op"]
+    assert facts["lowering_seconds"] > 0 and facts["export_seconds"] > 0
+    # any batch size: rows do not depend on what else is in the batch
+    for b in (1, 5):
+        out = sess.run(images[:b])
+        assert out.shape == (b, ref.shape[1])
+        np.testing.assert_allclose(out, got[:b], atol=1e-4 if key == "fp32" else 0.05)
+
+
+def test_quantization_facts(artifacts):
+    dyn, static = artifacts["int8-dynamic"][1], artifacts["int8-static"][1]
+    for f, scheme in ((dyn, "dynamic"), (static, "static")):
+        assert f["method"] == "pt2e XNNPACKQuantizer" and f["scheme"] == scheme and f["per_channel"] is True
+        assert f["int8_weight_ops"]["linear"] >= 8 and f["int8_weight_ops"]["conv2d"] == 1
+        assert "layer_norm" in f["float_ops"]
+    assert dyn["calibration_images"] == 0 and static["calibration_images"] == 9
+    assert static["int8_activation_ops"].get("add", 0) >= 4 and not dyn["int8_activation_ops"]
+    fp32_size = artifacts["fp32"][0].stat().st_size
+    for key in ("int8-dynamic", "int8-static"):
+        # width-64 toy: position table, LayerNorms and the float projection are a large share here
+        assert artifacts[key][0].stat().st_size < 0.6 * fp32_size
+
+
+def test_portable_program(clf, artifacts):
+    _, images, ref = clf
+    path, facts = artifacts["portable"]
+    assert facts["delegate"] == "portable" and facts["delegated_ops"] == 0 and facts["delegated_subgraphs"] == 0
+    assert facts["delegated_fraction"] == 0 and facts["non_delegated_ops"] > 0
+    sess = load_pte(str(path))
+    assert sess.name == "executorch-portable"
+    assert np.abs(sess.run(images[:5]) - ref[:5]).max() < 1e-3
+
+
+def test_artifact_integrity_and_threads(artifacts, tmp_path):
+    src, facts = artifacts["fp32"]
+    f = tmp_path / "model.pte"
+    f.write_bytes(src.read_bytes())
+    manifest = {"format": "pte", "file": {"name": "model.pte", "bytes": f.stat().st_size, "sha256": sha256_file(f)},
+                "quantization": {"dtype": "fp32", **facts}}
+    sess = load_pte(Artifact(tmp_path, manifest), threads=2)
+    assert sess.name == "executorch-xnnpack" and sess.max_batch == facts["max_batch"]
+    assert sess.threads == 2                 # the XNNPACK threadpool really has 2 threads
+    # the pool is process-wide and cannot be resized under a loaded method: threads says so
+    other = load_pte(Artifact(tmp_path, manifest), threads=1)
+    assert other.threads == 2 and other.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
+    del sess, other
+    assert load_pte(Artifact(tmp_path, manifest), threads=1).threads == 1
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(EdgeclipError, match="sha256"):
+        load_pte(Artifact(tmp_path, manifest))
+
+
+def test_static_batch_program_takes_any_batch(clf, tmp_path):
+    module, images, ref = clf
+    path = tmp_path / "b1.pte"
+    facts = export_pte(module, torch.from_numpy(images[:1]), path, dynamic_batch=False)
+    assert facts["batch"] == 1
+    sess = ExecuTorchSession(path)
+    assert sess.static_batch and sess.max_batch == 1
+    assert np.abs(sess.run(images[:5]) - ref[:5]).max() < 1e-3
+
+
+def test_refusals(clf, tmp_path):
+    module, images, _ = clf
+    x = torch.from_numpy(images[:2])
+    with pytest.raises(EdgeclipError, match="calibration"):
+        export_pte(module, x, tmp_path / "a.pte", quant="int8", scheme="static", calib=None)
+    with pytest.raises(EdgeclipError, match="XNNPACK"):
+        export_pte(module, x, tmp_path / "b.pte", quant="int8", delegate="portable")
+    with pytest.raises(EdgeclipError, match="delegate"):
+        export_pte(module, x, tmp_path / "c.pte", delegate="vulkan")
+
+
+def test_text_encoder_eot_pooling(tiny_clip_dir, tiny_images, tmp_path):
+    prep = prepare(str(tiny_clip_dir), task="text-encoder", data=load_dataset(tiny_images))
+    captions = ["a cat.", "a photo of a dog.", "a blurry photo of a very large and unusual car, seen from far away."]
+    tokens = prep.tokenizer(captions).numpy().astype(np.int64)
+    eot = tokens.argmax(-1)
+    assert len(set(eot.tolist())) == 3          # the EOT position really differs per caption
+    path = tmp_path / "text.pte"
+    facts = export_pte(prep.module, torch.from_numpy(tokens[:2]), path)
+    assert facts["delegated_ops"] > 0
+    with torch.inference_mode():
+        ref = prep.module(torch.from_numpy(tokens)).numpy()
+    sess = load_pte(str(path))
+    got = sess.run(tokens)
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-3
+    for i in range(3):                           # batch 1, each caption alone
+        assert np.abs(sess.run(tokens[i:i + 1]) - ref[i:i + 1]).max() < 1e-3
