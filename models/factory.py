@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -116,9 +117,15 @@ def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, **kwarg
 def _seeded():
     """Random init from a fixed seed, so the baseline rebuilt from a manifest is the model that was exported;
     the caller's RNG state is restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        yield
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip logs "initialized randomly" as a warning; our outputs say it instead
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _open_clip():
