@@ -52,7 +52,11 @@ def _uses_xnnpack(path: Path, facts: dict) -> bool:
 
 
 class ExecuTorchSession:
-    """One loaded ``forward`` method; ``run`` takes any batch size."""
+    """One loaded ``forward`` method; ``run`` takes any batch size.
+
+    ``facts`` are the manifest's ExecuTorch facts (``delegate``, ``batch``, ``max_batch``); without
+    them the delegate is read from the file and the batch bound from the method's input metadata.
+    """
 
     def __init__(self, path: str | Path, threads: int = 1, facts: dict | None = None):
         import torch  # executorch's runtime exchanges torch tensors
@@ -60,24 +64,29 @@ class ExecuTorchSession:
 
         path = Path(path)
         facts = facts or {}
+        if not path.is_file():
+            raise EdgeclipError(f"{path} does not exist; pass a .pte written by 'edgeclip export --format pte'")
         self._torch = torch
+        self.delegate = "xnnpack" if _uses_xnnpack(path, facts) else "portable"
+        self.name = f"executorch-{self.delegate}"
         self._pool = _threadpool()
-        self.threads = self._size_pool(threads)     # before any method of ours exists (see module doc)
+        # XNNPACK: size the pool before our method exists (see module doc).  Portable kernels
+        # never use the pool (measured: same latency at 1 and 2 threads): they run on 1 thread.
+        self.threads = self._size_pool(threads) if self.delegate == "xnnpack" else 1
         try:
             program = Runtime.get().load_program(path)
             self.method = program.load_method("forward")
         except Exception as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise EdgeclipError(f"ExecuTorch cannot load {path} ({first}); re-export it with this executorch version") from None
-        _LIVE.add(self)
+        if self.delegate == "xnnpack":
+            _LIVE.add(self)
         self._program = program      # keeps the program alive as long as the method
         info = self.method.metadata.input_tensor_meta(0)
         self.input_shape = tuple(info.sizes())
         batch_fact = facts.get("batch")
         self.static_batch = isinstance(batch_fact, int) or self.input_shape[0] == 1
         self.max_batch = int(facts.get("max_batch") or self.input_shape[0])
-        self.delegate = "xnnpack" if _uses_xnnpack(path, facts) else "portable"
-        self.name = f"executorch-{self.delegate}"
 
     def _size_pool(self, threads: int) -> int:
         """Resize the process's threadpool to ``threads`` if that is safe now; returns its real size."""

@@ -1,20 +1,31 @@
 """ExecuTorch writer: ``torch.export`` -> (PT2E int8) -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``.pte``.
 
-Choices, each measured on the 6-block width-192 fixture ViT (see the report in the docstring of
-``export_pte``):
+Choices, each measured on the 6-block width-192 fixture ViT (2 shared CPU cores):
 
 * Attention: ``scaled_dot_product_attention`` is decomposed here into reshape + bmm + softmax
   + bmm (``_sdpa_decomposition``) before ExecuTorch sees it.  ExecuTorch's default decomposition
   goes through ``_safe_softmax`` (eq / logical_not / any / where / full_like, none of which
-  XNNPACK takes) and 4-D ``matmul`` (expand_copy + bmm), which leaves ~60 ops per model on the
-  portable CPU kernels between XNNPACK partitions.  The plain softmax is exact for every row that
-  has at least one unmasked key, which is always the case for CLIP/ViT (no mask, or a causal
-  mask whose diagonal is open).
-* Batch: the batch dimension stays free (``Dim("batch", max=MAX_BATCH)``); XNNPACK reshapes its
-  runtime per call.  Memory is planned for the upper bound, so MAX_BATCH is kept moderate and the
-  runtime splits larger batches.
-* LayerNorm has no XNNPACK partitioner config in executorch 1.5, so each LayerNorm runs on the
-  portable kernel and splits the graph into two XNNPACK partitions per transformer block.
+  XNNPACK takes), a scalar ``mul`` XNNPACK refuses and 4-D ``matmul`` (expand_copy + bmm): 72
+  more ops on the portable kernels.  With the plain softmax batch-1 latency went 9.7 -> 7.0 ms.
+  It is exact for every row with at least one unmasked key, which is always the case for
+  CLIP/ViT (no mask, or a causal mask whose diagonal is open).
+* Batch: the batch dimension stays free (``Dim("batch", max=MAX_BATCH)``).  XNNPACK refuses
+  symbolic reshapes and has no select/squeeze, so ``_xnnpack_shape_ops_pass`` rewrites those
+  into ``view_copy`` with one inferred (-1) size: 65 -> 23 XNNPACK partitions, 51 % -> 86 % of
+  the compute ops delegated.  Batch-1 latency is the same as a static batch-1 program; batches
+  run in one call.  Memory is planned for the upper bound, so MAX_BATCH is kept moderate and the
+  runtime splits larger batches.  Cost: lowering with a symbolic batch takes ~1.5x longer than
+  a static batch 1 (``dynamic_batch=False``).
+* ``nn.MultiheadAttention`` is replaced by separate q/k/v Linears (``quantize.attention``, the
+  same function, bit-identical outputs on the fixture): the packed in-projection otherwise needs
+  a ``slice`` per q/k/v, which XNNPACK refuses on dynamic tensors.  23 -> 17 partitions, 86 % ->
+  90 % delegated (int8 static 92 % -> 96 %), batch-1 latency -4 % fp32 / -9 % int8 static.
+* Left on the portable kernels: LayerNorm (no XNNPACK partitioner config in executorch 1.5, so
+  two partitions per transformer block) and the final L2-norm's pow/sum.
+* Where lowering time goes (fixture int8 static, ~33-40 s): ExecuTorch's three
+  ``run_decompositions`` retraces of the whole graph (~50 %, twice that of a static batch) and
+  XNNPACK's 17 preprocess passes per partition (~40 %, ~2.5 s of it a one-time build of its
+  bilinear/SDPA pattern graphs per process).  Neither is configurable through public API.
 """
 
 from __future__ import annotations
@@ -150,7 +161,8 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
     for node in edge_graph.graph.nodes:
         if node.op != "call_function" or node.name.startswith("executorch_call_delegate"):
             continue
-        if node.target is operator.getitem or not isinstance(node.meta.get("val"), torch.Tensor):
+        val = node.meta.get("val")
+        if node.target is operator.getitem or isinstance(val, (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)):
             op = re.sub(r"_[\d]+$", "", node.name)
             bookkeeping[op] = bookkeeping.get(op, 0) + 1
     portable = {}
@@ -188,10 +200,16 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
     if quant == "int8" and delegate != "xnnpack":
         raise EdgeclipError("int8 .pte needs the XNNPACK delegate (the portable kernels have no int8 linear); "
                             "use delegate xnnpack or --quant none")
-    module = module.eval()
+    from edgeclip.exporter.quantize.attention import split_attention
+
     path = Path(path)
     seconds: dict[str, float] = {}
     facts: dict = {"dtype": "int8" if quant == "int8" else "fp32", "delegate": delegate}
+    n_mha = sum(isinstance(m, torch.nn.MultiheadAttention) for m in module.modules())
+    if n_mha:   # separate q/k/v Linears: no q/k/v slices of the packed projection between XNNPACK partitions
+        module = split_attention(module)
+        facts["attention"] = f"{n_mha} nn.MultiheadAttention split into q/k/v Linears (same function)"
+    module = module.eval()
     if dynamic_batch:
         example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
     else:
