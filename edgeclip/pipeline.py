@@ -283,7 +283,6 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
             raise EdgeclipError(f"no artifacts under {artifacts}; run 'edgeclip export' first or pass artifact folders")
     else:
         arts = [a if isinstance(a, Artifact) else open_artifact(a) for a in artifacts]
-    arts = [a for a in arts if a.manifest.get("task") == "classifier"] or arts
     ds = load_dataset(data, "test", limit)
     cache: dict = {}
     rows: list[dict] = []
@@ -296,7 +295,7 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
     baselines: dict[str, str] = {}
     for a in arts:
         key = _baseline_key(a)
-        if baseline and key not in baselines:
+        if baseline and key not in baselines and a.manifest.get("task") == "classifier":
             prep = _baseline(a, ds)
             if prep is not None:
                 name = f"{Path(str(prep.source['model'])).name} fp32 eager"
@@ -318,6 +317,8 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
                "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
                "random_weights": a.manifest.get("random_weights", False)}
         try:
+            if a.manifest.get("task") != "classifier":
+                raise EdgeclipError(f"a {a.manifest.get('task')} artifact has no classes to score; bench measures classifier artifacts")
             _check_label_match(a.manifest["labels"], ds, a.name)
             t0 = time.perf_counter()
             sess = load_session(a, threads)

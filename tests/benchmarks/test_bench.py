@@ -50,3 +50,11 @@ def test_broken_artifact_is_a_row_not_a_crash(out, tiny_images):
 def test_bench_empty_dir(tmp_path, tiny_images):
     with pytest.raises(edgeclip.EdgeclipError, match="no artifacts under"):
         edgeclip.bench(tmp_path, data=tiny_images)
+
+
+def test_encoder_artifact_is_an_error_row(out, tiny_clip_dir, tiny_images):
+    edgeclip.export(str(tiny_clip_dir), task="image-encoder", data=tiny_images, out=str(out), verify_size=6)
+    rep = edgeclip.bench(out, data=tiny_images, threads=1, timing=FAST)
+    enc = next(r for r in rep["rows"] if "image-encoder" in r["artifact"])
+    assert "bench measures classifier artifacts" in enc["error"]
+    assert sum(1 for r in rep["rows"] if "top1" in r) == 3
