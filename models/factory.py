@@ -17,7 +17,7 @@ import contextlib
 import difflib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +49,6 @@ class LoadedModel:
     templates: list[str] | None = None
     classes: list[str] | None = None
     prompt_names: list[str] | None = None
-    extra: dict = field(default_factory=dict)
 
     def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
                    templates: list[str] | None = None) -> ImageClassifier:

@@ -9,7 +9,7 @@ open_clip, timm and user models alike.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ class Preprocess:
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
     channels: int = 3
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if self.interpolation not in _INTERPOLATIONS:
@@ -49,7 +48,6 @@ class Preprocess:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        d.pop("extra")
         return d
 
     @classmethod
