@@ -305,7 +305,7 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
                 inputs[name] = _images(ds, prep.preprocess, cache, progress)
                 rows.append({"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
                              "file_mb": None, "random_weights": prep.random_weights, "baseline": True})
-                if peers and prep.task == "classifier":
+                if peers:
                     from edgeclip.benchmarks.peers import build_peers
 
                     for pname, (psess, pquant, pbytes) in build_peers(prep.module, inputs[name], threads).items():

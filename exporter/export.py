@@ -50,6 +50,11 @@ class ExportSubject:
     reference: np.ndarray | None = field(default=None, repr=False)
 
     @property
+    def example(self) -> torch.Tensor:
+        """Two real inputs: what every format traces / exports with (batch 2 so batch is not a constant 1)."""
+        return torch.from_numpy(self.verify_inputs[:2])
+
+    @property
     def classification(self) -> bool:
         return self.task == "classifier"
 
@@ -72,12 +77,11 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
 
 
 def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    example = torch.from_numpy(subject.verify_inputs[:2])
     target = stage / MODEL_FILES["onnx"]
     fp32 = stage / "fp32.onnx.tmp"
     # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
     module = subject.module if recipe.quant == "none" else split_attention(subject.module)
-    export_onnx(module, example, fp32, subject.input_name, subject.output_name)
+    export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
     facts: dict = {}
     if recipe.optimize:
         optimized = stage / "optimized.onnx.tmp"
@@ -97,33 +101,26 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
             config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
         info = quantize_onnx_static(fp32, target, subject.calib_inputs, subject.input_name, config)
         info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
-        info["calibration_set"] = subject.calib_desc
     fp32.unlink()
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info, **facts}
 
 
 def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    example = torch.from_numpy(subject.verify_inputs[:2])
     engine = recipe.backend_for("ptl")
     if recipe.quant == "none":
-        return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, example, stage / MODEL_FILES["ptl"])}
+        return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, stage / MODEL_FILES["ptl"])}
     qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
-    if subject.calib_desc and recipe.scheme == "static":
-        info["calibration"] = subject.calib_desc
     with quantized_engine(engine):
-        facts = export_ptl(qmodel, example, stage / MODEL_FILES["ptl"])
+        facts = export_ptl(qmodel, subject.example, stage / MODEL_FILES["ptl"])
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
 
 
 def _produce_pte(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    example = torch.from_numpy(subject.verify_inputs[:2])
     backend = recipe.backend_for("pte")
-    facts = export_pte(subject.module, example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
+    facts = export_pte(subject.module, subject.example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
                        calib=subject.calib_inputs, delegate=backend)
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
-    if recipe.scheme == "static":
-        facts["calibration_set"] = subject.calib_desc
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}
 
 
@@ -139,6 +136,8 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
     t0 = time.perf_counter()
     with staged_dir(final) as stage:
         quant_info = PRODUCERS[fmt](subject, recipe, stage)
+        if recipe.scheme == "static":  # one key for every format: where the calibration images came from
+            quant_info["calibration_set"] = subject.calib_desc
         model_file = stage / MODEL_FILES[fmt]
         session = load_session(Artifact(stage, {"format": fmt, "file": {"name": model_file.name}}), threads=torch.get_num_threads(), check=False)
         outputs = run_batched(session, subject.verify_inputs)
