@@ -54,12 +54,20 @@ def markdown(report: dict) -> str:
             cells.append("—" if v is None else fmt.format(v))
         if row.get("error"):
             cells[-1] = f"error: {row['error']}"
+        elif row.get("skipped"):
+            cells[-1] = f"skipped: {row['skipped']}"
         lines.append("| " + " | ".join(cells) + " |")
     env = report["environment"]
-    notes = [f"target {report['target']}, {env['threads']} thread(s), {env['cpu']} ({env['cores']} cores); "
+    where = f"{env['threads']} thread(s), {env['cpu']} ({env['cores']} cores)"
+    if report.get("gpu"):
+        g = report["gpu"]
+        where = f"{g['gpu']} (CUDA {g['cuda']}), inputs resident on the GPU, each call synchronised; host {env['cpu']}"
+    notes = [f"target {report['target']}, {where}; "
              f"batch-1 latency over {report['timing']['rounds']} interleaved rounds x {report['timing']['reps_per_round']} calls "
              f"after {report['timing']['warmup']} warm-up calls; throughput at batch {report['timing']['throughput_batch']}; "
              f"accuracy on {report['dataset']}; speed-up = eager median / artifact median, same run."]
+    if report.get("skipped_cpu_artifacts"):
+        notes.append(f"Not run on CUDA (built for CPU/mobile): {', '.join(report['skipped_cpu_artifacts'])}.")
     if report.get("random_weights"):
         notes.append("RANDOM WEIGHTS: accuracy columns prove plumbing only; timings are real.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"

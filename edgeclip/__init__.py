@@ -25,6 +25,10 @@ def __getattr__(name):  # keep `import edgeclip` (and `edgeclip --help`) fast: t
         from edgeclip.models.preprocess import Preprocess
 
         return Preprocess
+    if name == "TimingConfig":
+        from edgeclip.benchmarks.timing import TimingConfig
+
+        return TimingConfig
     if name == "load_model":
         from edgeclip.models.factory import load_model
 
@@ -32,4 +36,4 @@ def __getattr__(name):  # keep `import edgeclip` (and `edgeclip --help`) fast: t
     raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")
 
 
-__all__ = ["EdgeclipError", "ExportRecipe", "FidelityError", "Preprocess", "bench", "evaluate", "export", "load_model", "prepare"]
+__all__ = ["EdgeclipError", "ExportRecipe", "FidelityError", "Preprocess", "TimingConfig", "bench", "evaluate", "export", "load_model", "prepare"]

@@ -76,8 +76,11 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--task", type=click.Choice(["classifier", "image-encoder", "text-encoder"]), default=None, help="What to export [classifier].")
 @click.option("--quant", type=click.Choice(["none", "int8", "fp16", "bf16"]), default=None, help="Precision of the artifact [none].")
 @click.option("--scheme", type=click.Choice(["dynamic", "static"]), default=None, help="int8 scheme [dynamic].")
-@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable"]), default=None,
-              help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx, qnnpack for ptl, xnnpack for pte].")
+@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable", "cuda"]), default=None,
+              help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx, qnnpack for ptl "
+                   "(cuda for fp16/bf16 ptl), xnnpack for pte].")
+@click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default=None,
+              help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16/bf16 need cuda.")
 @click.option("--format", "formats", multiple=True, help="onnx, ptl, pte or all; repeat or comma-separate [onnx].")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
@@ -96,7 +99,7 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--name", default=None, help="Artifact folder name [derived from model, format and quantization].")
 @click.option("--recipe", "recipe_file", type=click.Path(), default=None, help="TOML/JSON/YAML recipe; flags override its keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
-def export(model, pretrained, task, quant, scheme, backend, formats, data, labels, calib_data, calib_size,
+def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
            calib_method, keep_float, sensitive_float, optimize, verify_size,
            min_agreement, min_cosine, out, name, recipe_file, as_json):
     """Export a model to verified deployable artifacts (written atomically with manifest.json)."""
@@ -104,7 +107,7 @@ def export(model, pretrained, task, quant, scheme, backend, formats, data, label
 
     recipe = ExportRecipe.from_file(recipe_file) if recipe_file else ExportRecipe()
     flags = {"model": model, "pretrained": pretrained, "task": task, "quant": quant, "scheme": scheme, "backend": backend,
-             "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
+             "target": target, "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize}
@@ -159,23 +162,30 @@ def eval_cmd(target, pretrained, data, limit, threads, as_json):
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Accuracy on the first N images only [all].")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
 @click.option("--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Batch-1 calls per artifact per round.")
-@click.option("--batch", type=click.IntRange(min=2), default=64, show_default=True, help="Batch size for throughput.")
+@click.option("--batch", type=click.IntRange(min=2), default=None, help="Batch size for throughput [64 on cpu, 256 on cuda].")
 @click.option("--out", "-o", default="out", show_default=True, help="Where artifacts are found when none are given.")
 @click.option("--report-dir", default=None, help="Where bench.json / bench.md go [<out>/bench].")
 @click.option("--no-baseline", is_flag=True, help="Skip the fp32 eager row.")
 @click.option("--peers", is_flag=True, help="Add the no-edgeclip routes (plain ONNX, ORT quantize_dynamic defaults, torch.ao eager) as rows.")
+@click.option("--compile", "compile_variant", is_flag=True,
+              help="cuda: also time fp16 + torch.compile(max-autotune) (minutes of compilation).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON.")
-def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, peers, as_json):
+def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, peers, compile_variant, as_json):
     """Accuracy, agreement with fp32, size, latency and throughput of artifacts (default: all in --out)."""
     from edgeclip.benchmarks.report import markdown
     from edgeclip.benchmarks.timing import TimingConfig
     from edgeclip.pipeline import bench as run_bench
 
     report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=threads, limit=limit,
-                       timing=TimingConfig(rounds=rounds, reps_per_round=reps, throughput_batch=batch),
-                       report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers, progress=not as_json)
+                       timing=TimingConfig(rounds=rounds, reps_per_round=reps,
+                                           throughput_batch=batch or (256 if target == "cuda" else 64)),
+                       report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers,
+                       compile_variant=compile_variant, progress=not as_json)
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        return
+    if report.get("skipped"):
+        click.echo(f"Skipped: {report['skipped']}.")
         return
     click.echo(markdown(report))
     click.echo(f"Wrote {', '.join(report.get('files', []))}")

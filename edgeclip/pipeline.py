@@ -261,19 +261,21 @@ def _baseline(a: Artifact, data: LabeledImages) -> Prepared | None:
 
 def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",
           target: str = "cpu", threads: int | None = None, limit: int | None = None, timing=None,
-          report_dir: str | Path | None = None, baseline: bool = True, peers: bool = False, progress: bool = False) -> dict:
+          report_dir: str | Path | None = None, baseline: bool = True, peers: bool = False, progress: bool = False,
+          compile_variant: bool = False) -> dict:
     """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict.
 
     ``peers`` adds the routes a user would take without edgeclip (benchmarks/peers.py), measured in the same run.
     """
     from edgeclip.benchmarks.accuracy import accuracy_metrics
-    from edgeclip.benchmarks.report import environment, write_report
     from edgeclip.benchmarks.timing import TimingConfig, time_interleaved
     from edgeclip.runtimes import TorchEagerSession, load as load_session
 
-    if target != "cpu":
-        raise EdgeclipError(f"--target {target} is not available in this release; use --target cpu")
-    timing = timing or TimingConfig()
+    if target not in ("cpu", "cuda"):
+        raise EdgeclipError(f"--target {target} is not available in this release; use --target cpu or cuda")
+    if peers and target != "cpu":
+        raise EdgeclipError("--peers are CPU routes; drop --peers or use --target cpu")
+    timing = timing or TimingConfig(throughput_batch=256 if target == "cuda" else 64)
     threads = threads or os.cpu_count() or 1
     if threads < 1:
         raise EdgeclipError(f"--threads must be at least 1 (got {threads})")
@@ -284,6 +286,9 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
     else:
         arts = [a if isinstance(a, Artifact) else open_artifact(a) for a in artifacts]
     ds = load_dataset(data, "test", limit)
+    if target == "cuda":
+        return _bench_cuda(arts, ds, timing=timing, threads=threads, baseline=baseline, compile_variant=compile_variant,
+                           report_dir=report_dir, progress=progress)
     cache: dict = {}
     rows: list[dict] = []
     sessions: dict[str, Any] = {}
@@ -354,14 +359,33 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
             base = ref_of.get(r["artifact"]) or (r["artifact"] if r.get("baseline") else None)
             if base in timed and "latency_ms_median" in r:
                 r["speedup"] = timed[base].summary()["latency_ms_median"] / r["latency_ms_median"]
+    return _finish_report(rows, "cpu", ds, threads, timing, report_dir)
+
+
+def _finish_report(rows: list[dict], target: str, ds: LabeledImages, threads: int, timing, report_dir, **extra) -> dict:
+    from edgeclip.benchmarks.report import environment, write_report
+
     report = {"schema": "edgeclip.bench/1", "target": target, "dataset": f"{ds.name} {ds.split}, {len(ds)} images ({ds.source})",
               "environment": environment(threads), "timing": timing.__dict__, "rows": rows,
-              "random_weights": any(r.get("random_weights") for r in rows)}
+              "random_weights": any(r.get("random_weights") for r in rows), **extra}
     if report["random_weights"]:
         report["note"] = RANDOM_WEIGHTS_NOTE
     if report_dir is not None:
         report["files"] = [str(p) for p in write_report(report, Path(report_dir))]
     return report
+
+
+def _bench_cuda(arts, ds, *, timing, threads, baseline, compile_variant, report_dir, progress) -> dict:
+    """The GPU report; without a CUDA device it says so and measures nothing (not an error)."""
+    from edgeclip.benchmarks.cuda import bench_cuda, cuda_status
+
+    reason = cuda_status()
+    if reason:
+        return _finish_report([], "cuda", ds, threads, timing, None, skipped=reason)
+    rows, extra = bench_cuda(arts, ds, timing=timing, baseline=baseline, compile_variant=compile_variant, progress=progress)
+    if not rows:
+        raise EdgeclipError("no CUDA artifacts to measure; export with --quant fp16 (or bf16) --target cuda first")
+    return _finish_report(rows, "cuda", ds, threads, timing, report_dir, **extra)
 
 
 def _quant_label(m: dict) -> str:

@@ -24,10 +24,12 @@ from .formats.torchscript_lite import export_ptl
 from .formats.executorch import export_pte
 from .formats.onnx_optimize import optimize_onnx
 from .quantize.attention import split_attention
+from .quantize.half import convert_onnx_fp16, to_half
+from .quantize.patch_embed import patch_embed_as_linear
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 from .quantize.torch_ao import quantize_torch_ao, quantized_engine
-from .recipe import ExportRecipe
+from .recipe import HALF, ExportRecipe
 
 
 @dataclass
@@ -80,7 +82,7 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
     target = stage / MODEL_FILES["onnx"]
     fp32 = stage / "fp32.onnx.tmp"
     # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
-    module = subject.module if recipe.quant == "none" else split_attention(subject.module)
+    module = split_attention(subject.module) if recipe.quant == "int8" else subject.module
     export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
     facts: dict = {}
     if recipe.optimize:
@@ -91,6 +93,10 @@ def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> 
     if recipe.quant == "none":
         fp32.rename(target)
         return {"dtype": "fp32", "method": "none", **facts}
+    if recipe.quant == "fp16":
+        info = convert_onnx_fp16(fp32, target)
+        fp32.unlink()
+        return {"dtype": "fp16", "backend": "onnxruntime", **info, **facts}
     if recipe.scheme == "dynamic":
         info = quantize_onnx_dynamic(fp32, target, OrtDynamicConfig())
     else:
@@ -109,6 +115,17 @@ def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> d
     engine = recipe.backend_for("ptl")
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, stage / MODEL_FILES["ptl"])}
+    if recipe.quant in HALF:
+        # traced where it will run when a GPU is here (CUDA kernels, CUDA constants); else on the CPU, which
+        # records the same graph -- the lite interpreter maps the weights to the GPU at load time
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # SDPA attention and a GEMM patch embedding: the same function, the kernels a GPU runs fast
+        half = to_half(patch_embed_as_linear(split_attention(subject.module)), recipe.quant, device)
+        facts = export_ptl(half, subject.example.to(device), stage / MODEL_FILES["ptl"], mobile_optimize=False)
+        return {"dtype": recipe.quant, "backend": "cuda", "traced_on": device, "io_dtype": "float32",
+                "rewrites": ["nn.MultiheadAttention -> q/k/v Linears + scaled_dot_product_attention",
+                             "patchify Conv2d -> reshape + Linear (GEMM)"],
+                "int8_ops": [], "float_ops": f"every op in {recipe.quant} except the fp32 input/output casts", **facts}
     qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
     with quantized_engine(engine):
         facts = export_ptl(qmodel, subject.example, stage / MODEL_FILES["ptl"])
@@ -139,9 +156,11 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
         if recipe.scheme == "static":  # one key for every format: where the calibration images came from
             quant_info["calibration_set"] = subject.calib_desc
         model_file = stage / MODEL_FILES[fmt]
-        session = load_session(Artifact(stage, {"format": fmt, "file": {"name": model_file.name}}), threads=torch.get_num_threads(), check=False)
+        staged = Artifact(stage, {"format": fmt, "file": {"name": model_file.name}, "quantization": quant_info, "target": recipe.target})
+        session = load_session(staged, threads=torch.get_num_threads(), check=False)
         outputs = run_batched(session, subject.verify_inputs)
-        fid = compare(subject.reference_outputs(), outputs, subject.verify_desc, subject.classification)
+        fid = compare(subject.reference_outputs(), outputs, subject.verify_desc, subject.classification,
+                      device=getattr(session, "device", "cpu"))
         dtype_key = "fp32" if recipe.quant == "none" else recipe.quant
         threshold = THRESHOLDS[dtype_key]
         if recipe.min_cosine is not None or recipe.min_agreement is not None:
@@ -157,6 +176,7 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             "name": name,
             "format": fmt,
             "task": subject.task,
+            "target": recipe.target,
             "file": {"name": model_file.name, "bytes": model_file.stat().st_size, "sha256": sha256_file(model_file)},
             "inputs": [{"name": subject.input_name, "shape": ["batch", *subject.verify_inputs.shape[1:]],
                         "dtype": str(subject.verify_inputs.dtype)}],

@@ -19,6 +19,7 @@ class Fidelity:
     min_cosine: float
     top1_agreement: float | None      # None for embedding outputs (no classes)
     inputs: str                        # what the comparison ran on, e.g. "fashion-mnist test[:256]"
+    device: str = "cpu"                # where the artifact ran for the check (fp16 artifacts: cuda when present)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,11 +59,13 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, classification: bool = True) -> Fidelity:
+def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, classification: bool = True,
+            device: str = "cpu") -> Fidelity:
     """Fidelity of ``candidate`` outputs against ``reference`` outputs of the same inputs."""
     if reference.shape != candidate.shape:
         raise ValueError(f"output shapes differ: reference {reference.shape}, artifact {candidate.shape}")
     cos = cosine_rows(reference, candidate)
     agree = float((reference.argmax(-1) == candidate.argmax(-1)).mean()) if classification else None
     return Fidelity(samples=int(len(reference)), max_abs_err=float(np.abs(reference - candidate).max()),
-                    mean_cosine=float(cos.mean()), min_cosine=float(cos.min()), top1_agreement=agree, inputs=inputs)
+                    mean_cosine=float(cos.mean()), min_cosine=float(cos.min()), top1_agreement=agree, inputs=inputs,
+                    device=device)

@@ -17,8 +17,10 @@ from edgeclip.errors import EdgeclipError
 FORMATS = ("onnx", "ptl", "pte")
 QUANTS = ("none", "int8", "fp16", "bf16")
 SCHEMES = ("dynamic", "static")
-BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable")
+BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable", "cuda")
 TASKS = ("classifier", "image-encoder", "text-encoder")
+TARGETS = ("cpu", "mobile", "cuda")       # where the artifact will run; fp16/bf16 only make sense on CUDA
+HALF = ("fp16", "bf16")
 
 # (format, quant, scheme, backend) -> what produces it.  scheme is None for float artifacts.
 SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
@@ -32,9 +34,14 @@ SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
     ("pte", "none", None, "portable"): "torch.export -> to_edge, ExecuTorch portable kernels only (reference)",
     ("pte", "int8", "dynamic", "xnnpack"): "PT2E XNNPACKQuantizer, dynamic activations, per-channel weights",
     ("pte", "int8", "static", "xnnpack"): "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated",
+    ("onnx", "fp16", None, "onnxruntime"): "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), fp32 inputs/outputs kept; "
+                                           "for onnxruntime's CUDA EP",
+    **{("ptl", q, None, "cuda"): f"torch.jit.trace of the {q} model (fp32 inputs/outputs kept) -> TorchScript-lite; "
+                                 "runs on CUDA through the lite interpreter" for q in HALF},
 }
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
-FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte", "portable": "pte"}
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte", "portable": "pte",
+                     "cuda": "ptl"}
 
 
 @dataclass
@@ -56,6 +63,7 @@ class ExportRecipe:
     calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
+    target: str | None = None            # cpu | mobile | cuda; default: cuda for fp16/bf16, else cpu
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
     min_agreement: float | None = None    # fraction 0..1
@@ -79,6 +87,15 @@ class ExportRecipe:
             raise EdgeclipError(f"unknown --scheme {r.scheme!r}; use dynamic or static")
         if r.backend is not None and r.backend not in BACKENDS:
             raise EdgeclipError(f"unknown --backend {r.backend!r}; use one of {', '.join(BACKENDS)}")
+        if r.target is not None and r.target not in TARGETS:
+            raise EdgeclipError(f"unknown --target {r.target!r}; use one of {', '.join(TARGETS)}")
+        r.target = r.target or ("cuda" if r.quant in HALF else "cpu")
+        if r.quant in HALF and r.target != "cuda":
+            raise EdgeclipError(f"--quant {r.quant} builds CUDA artifacts and saves nothing on a {r.target} target (no fast "
+                                f"{r.quant} kernels there); use --target cuda, or --quant int8 for {r.target}")
+        if r.quant == "int8" and r.target == "cuda":
+            raise EdgeclipError("--quant int8 artifacts run on CPU kernels (onnxruntime / qnnpack / fbgemm / XNNPACK), not CUDA; "
+                                "use --quant fp16 or bf16 with --target cuda, or --target cpu for int8")
         if r.quant in ("none", "fp16", "bf16"):
             if r.scheme is not None:
                 raise EdgeclipError(f"--scheme {r.scheme} only applies to --quant int8; drop --scheme or add --quant int8")
@@ -113,14 +130,21 @@ class ExportRecipe:
         asked for, so a mismatch is refused), else the format's default."""
         if self.backend and (FORMAT_OF_BACKEND[self.backend] == fmt or len(self.formats or ()) <= 1):
             return self.backend
+        if fmt == "ptl" and self.quant in HALF:
+            return "cuda"
         return DEFAULT_BACKEND[fmt]
 
     def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:
         asked = f"--format {fmt} --quant {r.quant}" + (f" --scheme {r.scheme}" if r.scheme else "") + f" --backend {backend}"
         if FORMAT_OF_BACKEND[backend] != fmt:
             why = f"the {backend} backend builds {MODEL_KIND[FORMAT_OF_BACKEND[backend]]} files, not {MODEL_KIND[fmt]}"
-        elif r.quant in ("fp16", "bf16"):
-            why = f"{r.quant} artifacts target CUDA and are not available in this release"
+        elif r.quant in HALF and fmt == "pte":
+            why = (f"{r.quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; "
+                   ".pte targets CPU/mobile delegates (XNNPACK)")
+        elif r.quant == "bf16" and fmt == "onnx":
+            why = "onnxruntime's bf16 kernel coverage is partial (LayerNormalization, Softmax, ...), so bf16 ONNX is not offered"
+        elif backend == "cuda" or (r.quant in HALF and fmt == "ptl"):
+            why = "the cuda backend builds fp16/bf16 TorchScript-lite only"
         else:
             why = "this combination is not available"
         alts = [k for k in SUPPORTED if k[0] == fmt and k[1] == r.quant] or [k for k in SUPPORTED if k[1] == r.quant] \

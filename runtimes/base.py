@@ -39,6 +39,17 @@ def adapter_for(fmt: str) -> Callable[..., Session]:
     return _ADAPTERS[fmt]
 
 
+def device_for(manifest: dict) -> str:
+    """Where an artifact runs: on the GPU when it was built for CUDA and one is here, else on the CPU
+    (fp16/bf16 artifacts still run there, slowly, which is enough to verify them on a CPU-only build machine)."""
+    if manifest.get("target") == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
 def run_batched(session: Session, inputs: np.ndarray, batch_size: int = 256, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Outputs for many inputs, in chunks small enough for any runtime's memory."""
     outs = []

@@ -16,12 +16,17 @@ from pathlib import Path
 import torch
 
 
-def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path) -> dict:
+def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path, mobile_optimize: bool = True) -> dict:
+    """``mobile_optimize=False`` for CUDA artifacts: the mobile passes (CPU conv/linear prepacking) do not apply."""
     module = module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)
         facts = {"tracer": "torch.jit.trace", "lite_interpreter": True}
+        if not mobile_optimize:
+            facts["optimize_for_mobile"] = "not applied (CUDA artifact)"
+            traced._save_for_lite_interpreter(str(path))
+            return facts
         try:
             from torch.utils.mobile_optimizer import optimize_for_mobile
 

@@ -14,7 +14,13 @@ def test_defaults_resolve():
 @pytest.mark.parametrize("kw, needle", [
     ({"formats": ("ptl",), "backend": "onnxruntime"}, "the onnxruntime backend builds ONNX (.onnx) files, not TorchScript-lite (.ptl)"),
     ({"formats": ("onnx",), "quant": "int8", "backend": "qnnpack"}, "the qnnpack backend builds TorchScript-lite (.ptl) files"),
-    ({"quant": "fp16"}, "fp16 artifacts target CUDA"),
+    ({"quant": "fp16", "target": "cpu"}, "--quant fp16 builds CUDA artifacts and saves nothing on a cpu target"),
+    ({"quant": "bf16", "target": "mobile"}, "--quant bf16 builds CUDA artifacts"),
+    ({"quant": "int8", "target": "cuda"}, "--quant int8 artifacts run on CPU kernels"),
+    ({"quant": "fp16", "formats": ("pte",)}, "fp16 .pte would need ExecuTorch's CUDA backend"),
+    ({"quant": "bf16", "formats": ("onnx",)}, "bf16 ONNX is not offered"),
+    ({"quant": "none", "backend": "cuda"}, "the cuda backend builds fp16/bf16 TorchScript-lite only"),
+    ({"target": "tpu"}, "unknown --target 'tpu'"),
     ({"quant": "none", "scheme": "static"}, "only applies to --quant int8"),
     ({"formats": ("tflite",)}, "unknown format 'tflite'"),
     ({"quant": "int4"}, "unknown --quant 'int4'"),
@@ -27,7 +33,7 @@ def test_refusals_name_problem_and_alternative(kw, needle):
     msg = str(e.value)
     assert needle in msg
     assert "\n" not in msg
-    if "builds" in needle or "CUDA" in needle:
+    if "builds" in needle and "--quant" not in needle or "not offered" in needle or "backend" in needle:
         assert "; valid: --format " in msg
 
 
@@ -60,3 +66,10 @@ def test_support_table_lists_only_what_validates():
 def test_calibration_data_without_static_is_refused():
     with pytest.raises(EdgeclipError, match="--calib-data is only used by --quant int8 --scheme static"):
         ExportRecipe(quant="int8", calib_data="fashion-mnist").validated()
+
+
+def test_half_defaults_to_cuda_target_and_cuda_backend():
+    r = ExportRecipe(quant="fp16", formats=("all",)).validated()
+    assert r.target == "cuda" and r.formats == ("onnx", "ptl") and r.backend_for("ptl") == "cuda"
+    assert ExportRecipe(quant="bf16", formats=("all",)).validated().formats == ("ptl",)
+    assert ExportRecipe().validated().target == "cpu"
