@@ -13,7 +13,7 @@ from edgeclip.errors import EdgeclipError, FidelityError
 
 
 def __getattr__(name):  # keep `import edgeclip` (and `edgeclip --help`) fast: torch loads on first use
-    if name in ("export", "evaluate", "bench", "prepare"):
+    if name in ("export", "evaluate", "bench", "prepare", "verify"):
         from edgeclip import pipeline
 
         return getattr(pipeline, name)
@@ -36,4 +36,4 @@ def __getattr__(name):  # keep `import edgeclip` (and `edgeclip --help`) fast: t
     raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")
 
 
-__all__ = ["EdgeclipError", "ExportRecipe", "FidelityError", "Preprocess", "TimingConfig", "bench", "evaluate", "export", "load_model", "prepare"]
+__all__ = ["EdgeclipError", "ExportRecipe", "FidelityError", "Preprocess", "TimingConfig", "bench", "evaluate", "export", "load_model", "prepare", "verify"]

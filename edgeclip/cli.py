@@ -125,12 +125,16 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
         m, f = a.manifest, a.manifest["fidelity"]
         rows.append({"artifact": str(a.dir), "format": m["format"], "quant": m["quantization"]["dtype"],
                      "mb": m["file"]["bytes"] / 1e6, "cos": f["mean_cosine"],
-                     "agree": None if f["top1_agreement"] is None else 100 * f["top1_agreement"], "inputs": f["inputs"]})
+                     "agree": None if f["top1_agreement"] is None else 100 * f["top1_agreement"],
+                     "inputs": f"{f['inputs']} ({f.get('device', 'cpu')})"})
     click.echo(_table(rows, [("artifact", "artifact", "{}"), ("format", "format", "{}"), ("quant", "quant", "{}"),
                              ("mb", "size MB", "{:.2f}"), ("cos", "cosine vs fp32", "{:.5f}"),
                              ("agree", "top-1 agree %", "{:.2f}"), ("inputs", "verified on", "{}")]))
     if any(a.manifest.get("random_weights") for a in arts):
         click.echo("Note: random weights: numbers prove plumbing and timing only, not accuracy.")
+    if any(a.manifest.get("target") == "cuda" and a.manifest["fidelity"].get("device") != "cuda" for a in arts):
+        click.echo("Note: no GPU here, so the CUDA artifacts were verified on the CPU (same precision, slower); "
+                   "'edgeclip verify' on the GPU machine re-checks them there.")
 
 
 @main.command(name="eval")
@@ -191,6 +195,37 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, rep
     click.echo(f"Wrote {', '.join(report.get('files', []))}")
     if any(r.get("error") for r in report["rows"]):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path())
+@click.option("--data", default=None, help="Labelled set for the check [the one the artifact was exported with].")
+@click.option("--verify-size", type=click.IntRange(min=1), default=None, help="Inputs to compare on [as at export].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify(artifacts, data, verify_size, threads, as_json):
+    """Re-check artifacts: sha256 against the manifest, then fidelity against the fp32 model on real inputs.
+
+    Exit 0 when every artifact passes, 2 when a file is missing/tampered, 3 when one misses its fidelity bar."""
+    from edgeclip.pipeline import verify as run_verify
+
+    results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json) for a in artifacts]
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        rows = []
+        for r in results:
+            f, rec = r.get("fidelity") or {}, r.get("recorded_fidelity") or {}
+            agree = f.get("top1_agreement")
+            rows.append({"artifact": r["artifact"], "integrity": r["integrity"], "cos": f.get("mean_cosine"),
+                         "rec": rec.get("mean_cosine"), "agree": None if agree is None else 100 * agree,
+                         "bar": (r.get("threshold") or {}).get("min_cosine"), "inputs": f.get("inputs", r.get("note", "")),
+                         "result": "pass" if r["passed"] else "FAIL: " + "; ".join(r.get("failures", []))})
+        click.echo(_table(rows, [("artifact", "artifact", "{}"), ("integrity", "sha256", "{}"), ("cos", "cosine now", "{:.5f}"),
+                                 ("rec", "at export", "{:.5f}"), ("bar", "bar", "{}"), ("agree", "top-1 agree %", "{:.2f}"),
+                                 ("inputs", "on", "{}"), ("result", "result", "{}")]))
+    if not all(r["passed"] for r in results):
+        sys.exit(3)
 
 
 @main.command()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.atomic import prepare_out_dir
 from edgeclip.exporter.export import ExportSubject, write_artifact
 from edgeclip.exporter.manifest import Artifact, find_artifacts, open_artifact
 from edgeclip.exporter.recipe import ExportRecipe
@@ -138,20 +139,26 @@ def _subject(prep: Prepared, data: LabeledImages | None, verify_size: int, examp
     return subject
 
 
-def _attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRecipe, data: LabeledImages | None,
-                        progress: bool) -> None:
-    """Static int8 calibration inputs: a train split or separate folder, never the images accuracy is measured on."""
+def _calibration_images(prep_task: str, recipe: ExportRecipe) -> LabeledImages | None:
+    """The static-int8 calibration set, opened before any model is loaded so a bad one fails at once:
+    a train split or separate folder, never the images accuracy is measured on."""
     from edgeclip.models.datasets import load_calibration
 
+    if recipe.scheme != "static" or prep_task == "text-encoder":
+        return None
+    spec = recipe.calib_data or recipe.data
+    if spec is None:
+        raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC (a train split or a folder)")
+    return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)
+
+
+def _attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRecipe, calib: LabeledImages | None,
+                        data: LabeledImages | None, progress: bool) -> None:
     if prep.task == "text-encoder":
         caps = _captions(prep, data)
         subject.calib_inputs = prep.tokenizer(caps[:recipe.calib_size]).numpy().astype(np.int64)
         subject.calib_desc = f"{len(subject.calib_inputs)} captions (class names x templates)"
         return
-    spec = recipe.calib_data or recipe.data
-    if spec is None:
-        raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC (a train split or a folder)")
-    calib = load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)
     with _bar(progress, len(calib), "preprocess calibration images") as bar:
         subject.calib_inputs = calib.tensors(prep.preprocess, bar.update if bar else None).numpy()
     subject.calib_desc = f"{calib.name} {calib.split} ({len(calib)} images, stratified, seed 0)"
@@ -166,14 +173,16 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     if isinstance(model, str):
         recipe = replace(recipe, model=model)
     recipe = recipe.validated()
+    prepare_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
     data = load_dataset(recipe.data, "test") if recipe.data else None
+    calib = _calibration_images(recipe.task, recipe)
     prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
                    data=data, labels=labels, preprocess=preprocess, templates=recipe.templates, model_kwargs=model_kwargs)
     if isinstance(model, torch.nn.Module):
         recipe = replace(recipe, model=prep.source["model"])
     subject = _subject(prep, data, recipe.verify_size, example_input, progress)
     if recipe.scheme == "static":
-        _attach_calibration(subject, prep, recipe, data, progress)
+        _attach_calibration(subject, prep, recipe, calib, data, progress)
     artifacts = []
     with _bar(progress, len(recipe.formats), "export") as bar:
         for fmt in recipe.formats:
@@ -238,6 +247,47 @@ def evaluate(model: str | torch.nn.Module | Artifact = "edgeclip-fmnist", data: 
     if random_weights:
         out["note"] = RANDOM_WEIGHTS_NOTE
     return out
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_size: int | None = None,
+           threads: int | None = None, progress: bool = False) -> dict:
+    """Re-check an artifact on demand: its file against the manifest's sha256 (raises on a mismatch), then
+    its outputs against the fp32 eager model rebuilt from the manifest, on real inputs, against the bar
+    recorded at export.  Returns the measurement; ``passed`` is False when the bar is missed."""
+    from edgeclip.exporter.fidelity import Threshold, compare
+    from edgeclip.runtimes import load as load_session, run_batched
+
+    a = artifact if isinstance(artifact, Artifact) else open_artifact(artifact)
+    a.verify_integrity()
+    m = a.manifest
+    result = {"artifact": str(a.dir), "format": a.format, "integrity": "ok", "sha256": m["file"]["sha256"],
+              "recorded_fidelity": m.get("fidelity"), "threshold": m.get("fidelity_threshold")}
+    r = m.get("recipe") or {}
+    spec = data or r.get("data")
+    ds = load_dataset(spec, "test") if spec else None
+    prep = _baseline(a, ds)
+    if prep is None:
+        result.update(passed=True, fidelity=None, note="integrity only: the artifact came from a user module, which edgeclip "
+                                                       "cannot rebuild; re-run edgeclip.export(module, ...) to re-measure fidelity")
+        return result
+    if m.get("task") == "classifier" and list(prep.classes) != list(m.get("labels") or []):
+        raise EdgeclipError(f"the rebuilt model's classes differ from {a.name}'s labels; verify with the dataset it was exported "
+                            f"for (--data {r.get('data')})")
+    subject = _subject(prep, ds, verify_size or r.get("verify_size") or 256, None, progress)
+    session = load_session(a, threads or torch.get_num_threads())
+    outputs = run_batched(session, subject.verify_inputs)
+    reference = subject.reference_outputs()
+    if outputs.shape != reference.shape:
+        result.update(passed=False, fidelity=None, failures=[f"outputs have shape {list(outputs.shape)} but the model's are "
+                                                             f"{list(reference.shape)}: this file is another model"])
+        return result
+    fid = compare(reference, outputs, subject.verify_desc, subject.classification, device=getattr(session, "device", "cpu"))
+    th = m.get("fidelity_threshold") or {}
+    failures = Threshold(th.get("min_cosine", 0.0), th.get("min_top1_agreement", 0.0)).failures(fid, m.get("random_weights", False))
+    result.update(fidelity=fid.to_dict(), passed=not failures, failures=failures)
+    return result
 
 
 # ------------------------------------------------------------------------------------------ bench

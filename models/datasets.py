@@ -161,19 +161,19 @@ def load_fashion_mnist(path: str | None, split: str) -> LabeledImages:
         for root in candidates:  # the full 60k split wherever it is, before any 1k calib.npz subset
             imgs, labs = _find_idx(root, "train-images-idx3-ubyte"), _find_idx(root, "train-labels-idx1-ubyte")
             if imgs and labs:
-                return _fmnist(_read_idx(imgs), _read_idx(labs), "train", root)
+                return _fmnist(_read_idx(imgs), _read_idx(labs), "train", root, imgs.name)
         for root in candidates:
             if (root / "calib.npz").is_file():
                 d = np.load(root / "calib.npz")
-                return _fmnist(d["images"], d["labels"], "train", root)
+                return _fmnist(d["images"], d["labels"], "train", root, "calib.npz")
     elif split == "test":
         for root in candidates:
             if (root / "test.npz").is_file():
                 d = np.load(root / "test.npz")
-                return _fmnist(d["images"], d["labels"], "test", root)
+                return _fmnist(d["images"], d["labels"], "test", root, "test.npz")
             imgs, labs = _find_idx(root, "t10k-images-idx3-ubyte"), _find_idx(root, "t10k-labels-idx1-ubyte")
             if imgs and labs:
-                return _fmnist(_read_idx(imgs), _read_idx(labs), "test", root)
+                return _fmnist(_read_idx(imgs), _read_idx(labs), "test", root, imgs.name)
     else:
         raise EdgeclipError(f"Fashion-MNIST has no split {split!r}; use 'test' or 'train'")
     where = path or ", ".join(str(r) for r in fashion_mnist_roots())
@@ -182,13 +182,44 @@ def load_fashion_mnist(path: str | None, split: str) -> LabeledImages:
         "install it with 'apt-get install dataset-fashion-mnist' or pass --data fashion-mnist:/path/to/folder")
 
 
-def _fmnist(images: np.ndarray, labels: np.ndarray, split: str, root: Path) -> LabeledImages:
-    labels = np.asarray(labels, dtype=np.int64)
+def _fmnist(images: np.ndarray, labels: np.ndarray, split: str, root: Path, file: str) -> LabeledImages:
+    """Refuses arrays that are not Fashion-MNIST: PIL would read [N,28,28,2] as grey+alpha and carry on."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise EdgeclipError(f"{root / file} images have shape {tuple(images.shape)} ({images.dtype}); Fashion-MNIST is "
+                            "uint8 [N, 28, 28] grayscale -- re-create the file or point --data/--calib-data at the right one")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES))):
+        raise EdgeclipError(f"{root / file} has {len(images)} images but {len(labels)} labels (or labels outside 0-9); "
+                            "re-create the file")
     return LabeledImages("fashion-mnist", split, list(FASHION_MNIST_CLASSES), labels, str(root),
                          _array_getter(np.asarray(images, dtype=np.uint8)), list(FASHION_MNIST_PROMPT_NAMES))
 
 
 # ---------------------------------------------------------------- CIFAR-100
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """CIFAR ships pickles; a pickle can run any code.  Only numpy arrays and plain containers may be built."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "bytes"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_data_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _DataOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise EdgeclipError(f"{path} is not a plain CIFAR data pickle ({e}); edgeclip does not run code from data files") from None
+    except (EOFError, ValueError) as e:
+        raise EdgeclipError(f"{path} is truncated or corrupt ({type(e).__name__}); re-download cifar-100-python") from None
+
 
 def load_cifar100(path: str | None, split: str) -> LabeledImages:
     """torchvision's ``cifar-100-python`` folder (pickled numpy arrays, as CIFAR ships them)."""
@@ -202,10 +233,8 @@ def load_cifar100(path: str | None, split: str) -> LabeledImages:
     fpath, meta = root / split, root / "meta"
     if not fpath.is_file() or not meta.is_file():
         raise EdgeclipError(f"{root} is not a cifar-100-python folder (needs '{split}' and 'meta'); pass the extracted cifar-100-python folder")
-    with open(fpath, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
-    with open(meta, "rb") as f:
-        classes = pickle.load(f, encoding="latin1")["fine_label_names"]
+    d = _load_data_pickle(fpath)
+    classes = _load_data_pickle(meta)["fine_label_names"]
     images = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.asarray(d["fine_labels"], dtype=np.int64)
     return LabeledImages("cifar100", split, list(classes), labels, str(root), _array_getter(np.ascontiguousarray(images)),

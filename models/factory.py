@@ -168,6 +168,22 @@ def _finish_open_clip(model, tokenizer, source: dict, random_weights: bool, fold
                        meta.get("prompt_names"))
 
 
+def load_error_detail(e: Exception) -> str:
+    """The one line of a checkpoint-loading exception a user can act on: the first mismatched tensor or
+    missing key when torch names one, else the exception's first line."""
+    import re
+
+    text = str(e).strip()
+    m = re.search(r"size mismatch for ([\w.]+): copying a param with shape (torch\.Size\(\[[^\]]*\]\)) from checkpoint, "
+                  r"the shape in current model is (torch\.Size\(\[[^\]]*\]\))", text)
+    if m:
+        return f"{m.group(1)} is {m.group(2)[11:-1]} in the checkpoint but {m.group(3)[11:-1]} in the model"
+    m = re.search(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\",? ?){1,3})", text)
+    if m:
+        return f"{m.group(1).lower()} keys {m.group(2).strip().rstrip(',')}"
+    return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:200]}"
+
+
 def _load_open_clip_dir(folder: Path) -> LoadedModel:
     oc = _open_clip()
     cfg = folder / "open_clip_config.json"
@@ -181,8 +197,7 @@ def _load_open_clip_dir(folder: Path) -> LoadedModel:
     try:
         model = oc.create_model(f"local-dir:{folder}", load_weights=True)
     except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({type(e).__name__}: {first}); "
+        raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({load_error_detail(e)}); "
                             "the checkpoint must be complete and match the config (same widths, layers and vocab)") from None
     tokenizer = oc.get_tokenizer(f"local-dir:{folder}")
     return _finish_open_clip(model, tokenizer, {"model": str(folder.resolve()), "pretrained": None}, False, folder)
@@ -206,8 +221,7 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
         try:
             model = oc.create_model(name, pretrained=str(path), **kwargs)
         except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise EdgeclipError(f"cannot load checkpoint {path} into {name} ({type(e).__name__}: {first}); "
+            raise EdgeclipError(f"cannot load checkpoint {path} into {name} ({load_error_detail(e)}); "
                                 "check that it was saved from the same architecture and is not truncated") from None
     else:
         if not name.startswith("hf-hub:"):
@@ -250,8 +264,8 @@ def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
     except EdgeclipError:
         raise
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0][:200]
-        raise EdgeclipError(f"cannot load {tag} into timm:{name} ({first}); the checkpoint must come from the same architecture") from None
+        raise EdgeclipError(f"cannot load {tag} into timm:{name} ({load_error_detail(e)}); "
+                            "the checkpoint must come from the same architecture") from None
     except Exception as e:
         if tag.lower() != "hub":
             raise EdgeclipError(f"cannot read checkpoint {tag} ({type(e).__name__}: {str(e)[:120]}); is it a complete torch/safetensors file?") from None

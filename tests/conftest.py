@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,32 @@ def tiny_images(tmp_path_factory) -> str:
 def tiny_calib_images(tmp_path_factory) -> str:
     """A second, disjoint folder of the same kind, for calibration (never the evaluation folder)."""
     return _image_folder(tmp_path_factory.mktemp("calib"), 1)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or resolve a host fails at once (the test must stay offline)."""
+    def refuse(*a, **k):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path, no_network):
+    cache = tmp_path / "hf_home"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(cache / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    for attr in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if hasattr(hc, attr):
+            monkeypatch.setattr(hc, attr, str(cache / "hub"))
+    return cache

@@ -25,7 +25,7 @@ def test_help(run, cmd):
 
 @pytest.mark.parametrize("args, needle", [
     (["export", "--format", "onnx", "--quant", "int8", "--backend", "qnnpack"], "the qnnpack backend builds TorchScript-lite"),
-    (["export", "--quant", "fp16"], "fp16 artifacts target CUDA"),
+    (["export", "--quant", "fp16", "--target", "cpu"], "--quant fp16 builds CUDA artifacts"),
     (["export", "--model", "ViT-B-33"], "did you mean ViT-B-32"),
     (["export", "--model", "/no/such/dir"], "does not exist"),
     (["export", "--model", "ViT-B-32", "--pretrained", "openai-v9"], "unknown pretrained tag 'openai-v9'"),

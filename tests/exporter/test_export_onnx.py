@@ -1,6 +1,5 @@
 """ONNX export round trips on tiny models: real files, reloaded, verified, published atomically."""
 
-import json
 import os
 
 import numpy as np
@@ -64,7 +63,6 @@ def test_image_and_text_encoders(tiny_clip_dir, tiny_images, tmp_path):
     assert m["tokenizer"]["context_length"] == 16 and m["tokenizer"]["vocab_size"] == 49408
     assert m["tokenizer"]["eot_token_id"] == 49407 and "captions" in m["fidelity"]["inputs"]
     # the exported text tower matches open_clip on a caption it was not verified on (EOT pooling moves)
-    import open_clip
     loaded = edgeclip.load_model(str(tiny_clip_dir))
     tokens = loaded.tokenizer(["a photo of a very large and unusual car, seen from far away."])
     ref = loaded.model.encode_text(tokens, normalize=True).detach().numpy()

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 import edgeclip
 from edgeclip.models.factory import BUILTIN_DIR

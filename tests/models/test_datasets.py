@@ -505,3 +505,20 @@ def test_tensors_batches_the_preprocessed_images(tmp_path):
     assert batch.shape == (3, 3, 32, 32) and batch.dtype == torch.float32 and seen == [1, 1, 1]
     for i in range(3):
         assert torch.equal(batch[i], pre(Image.fromarray(test_x[i])))
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/edgeclip-pwned",))
+
+
+def test_cifar100_pickle_cannot_run_code(tmp_path):
+    import pickle
+
+    folder = _make_cifar(tmp_path)
+    (folder / "test").write_bytes(pickle.dumps({"data": _Evil()}))
+    with pytest.raises(EdgeclipError, match="is not a plain CIFAR data pickle .*refusing to load posix.system"):
+        load_cifar100(str(folder), "test")
+    assert not Path("/tmp/edgeclip-pwned").exists()

@@ -7,7 +7,6 @@ wrapper that runs but computes something else (wrong pooling, missing normalisat
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -121,17 +120,6 @@ def timm_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("timm") / "vit_tiny.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path, model
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or resolve a host fails at once (the test must stay offline)."""
-    def refuse(*a, **k):
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 # --------------------------------------------------------------------- 1. local open_clip folder
@@ -397,22 +385,6 @@ def test_error_checkpoint_of_other_architecture_for_named_model(tiny_registered,
 
 # ----------------------------------------------------------------------- 3. offline hub download
 
-@pytest.fixture
-def offline_hub(monkeypatch, tmp_path, no_network):
-    cache = tmp_path / "hf_home"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
-    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(cache / "hub"))
-    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
-    for attr in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if hasattr(hc, attr):
-            monkeypatch.setattr(hc, attr, str(cache / "hub"))
-    return cache
 
 
 def test_offline_open_clip_tag_download_fails_clearly(offline_hub):
