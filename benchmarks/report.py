@@ -9,14 +9,17 @@ from pathlib import Path
 
 from edgeclip.exporter.manifest import library_versions
 
-SCHEMA = "edgeclip.bench/1"
+SCHEMA = "edgeclip.bench/2"   # /2: one row per artifact x threads, worker-process memory, recommendation
 
 COLUMNS = [  # (key, header, format)
     ("artifact", "artifact", "{}"),
     ("runtime", "runtime", "{}"),
+    ("threads", "threads", "{}"),
     ("quant", "quant", "{}"),
     ("file_mb", "size MB", "{:.2f}"),
     ("load_s", "load s", "{:.2f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("gpu_peak_mb", "GPU MB", "{:.0f}"),
     ("latency_ms_median", "b1 median ms", "{:.2f}"),
     ("latency_ms_p90", "b1 p90 ms", "{:.2f}"),
     ("speedup", "speed-up vs eager", "{:.2f}x"),
@@ -44,12 +47,14 @@ def environment(threads: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    always = {"artifact", "top1", "agreement"}   # the error / skipped text goes in the last column
+    cols = [c for c in COLUMNS if c[0] in always or any(r.get(c[0]) is not None for r in report["rows"])]
+    head = "| " + " | ".join(h for _, h, _ in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
     lines = [head, sep]
     for row in report["rows"]:
         cells = []
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in cols:
             v = row.get(key)
             cells.append("—" if v is None else fmt.format(v))
         if row.get("error"):
@@ -62,10 +67,21 @@ def markdown(report: dict) -> str:
     if report.get("gpu"):
         g = report["gpu"]
         where = f"{g['gpu']} (CUDA {g['cuda']}), inputs resident on the GPU, each call synchronised; host {env['cpu']}"
+    sweep = report.get("threads_sweep")
+    if sweep and len(sweep) > 1:
+        where = f"threads {', '.join(map(str, sweep))} (one row each), {env['cpu']} ({env['cores']} cores)"
     notes = [f"target {report['target']}, {where}; "
              f"batch-1 latency over {report['timing']['rounds']} interleaved rounds x {report['timing']['reps_per_round']} calls "
              f"after {report['timing']['warmup']} warm-up calls; throughput at batch {report['timing']['throughput_batch']}; "
              f"accuracy on {report['dataset']}; speed-up = eager median / artifact median, same run."]
+    if report.get("mobile_profile"):
+        notes.append(f"Mobile profile: {report['mobile_profile']}.")
+    if report.get("rows") and any(r.get("peak_rss_mb") for r in report["rows"]):
+        notes.append("Peak RSS: of a process that imported only that row's runtime, loaded the model and served batch-1 "
+                     "calls (one process per row, measured before the accuracy pass); the runtime's imports alone take "
+                     f"{_base_rss(report, 'onnx')} MB for onnxruntime, {_base_rss(report, 'torch')} MB for torch-based rows.")
+    if report.get("recommendation"):
+        notes.append(f"**Recommendation**: {report['recommendation']}.")
     if report.get("skipped_cpu_artifacts"):
         notes.append(f"Not run on CUDA (built for CPU/mobile): {', '.join(report['skipped_cpu_artifacts'])}.")
     if report.get("random_weights"):
@@ -73,12 +89,22 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
+def _base_rss(report: dict, family: str) -> str:
+    vals = [r["rss_base_mb"] for r in report["rows"] if r.get("rss_base_mb")
+            and (str(r.get("runtime", "")).startswith("onnxruntime") == (family == "onnx"))]
+    return f"{min(vals):.0f}" if vals else "-"
+
+
+def write_report(report: dict, folder: Path) -> list[Path]:
+    """bench.json, bench.md and bench_pareto.png (when any row has accuracy and latency), each replaced atomically."""
+    from .plot import pareto_png
+
     folder.mkdir(parents=True, exist_ok=True)
     j, m = folder / "bench.json", folder / "bench.md"
     tmp_j, tmp_m = j.with_suffix(".json.tmp"), m.with_suffix(".md.tmp")
-    tmp_j.write_text(json.dumps(report, indent=2) + "\n")
+    tmp_j.write_text(json.dumps(report, indent=2, default=str) + "\n")
     tmp_m.write_text(markdown(report))
     os.replace(tmp_j, j)
     os.replace(tmp_m, m)
-    return j, m
+    png = pareto_png(report, folder / "bench_pareto.png")
+    return [j, m] + ([png] if png else [])

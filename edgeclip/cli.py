@@ -158,40 +158,75 @@ def eval_cmd(target, pretrained, data, limit, threads, as_json):
         click.echo(f"Note: {res['note']}")
 
 
+def _threads(value: str | None) -> list[int] | None:
+    """--threads 2, or a sweep: 1,2,all."""
+    if value is None:
+        return None
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            out.append(os.cpu_count() or 1)
+        elif part.isdigit() and int(part) >= 1:
+            out.append(int(part))
+        else:
+            raise EdgeclipError(f"--threads {value!r}: use a positive count or a comma list such as 1,2,all")
+    return sorted(set(out))
+
+
 @main.command()
 @click.argument("artifacts", nargs=-1, type=click.Path())
-@click.option("--target", type=click.Choice(["cpu", "cuda", "mobile"]), default="cpu", show_default=True, help="Where to run.")
+@click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default="cpu", show_default=True,
+              help="cpu: every runtime on this CPU; mobile: XNNPACK .pte + qnnpack .ptl at batch 1, 1/2/4 threads; "
+                   "cuda: GPU variants and CUDA artifacts.")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Labelled set for accuracy.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
+@click.option("--threads", default=None, help="CPU threads, or a sweep such as 1,2,all [all cores; mobile 1,2,4].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Accuracy on the first N images only [all].")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
 @click.option("--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Batch-1 calls per artifact per round.")
-@click.option("--batch", type=click.IntRange(min=2), default=None, help="Batch size for throughput [64 on cpu, 256 on cuda].")
+@click.option("--batch", type=click.IntRange(min=2), default=None, help="Batch size for throughput [64 on cpu, 8 mobile, 256 cuda].")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds any one step of one artifact may take before it becomes an error row.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Top-1 points below fp32 an artifact may lose and still be recommended.")
 @click.option("--out", "-o", default="out", show_default=True, help="Where artifacts are found when none are given.")
-@click.option("--report-dir", default=None, help="Where bench.json / bench.md go [<out>/bench].")
+@click.option("--report-dir", default=None, help="Where bench.json / bench.md / bench_pareto.png go [<out>/bench].")
+@click.option("--compare", "compare_to", type=click.Path(), default=None, help="A previous bench.json: print what changed.")
 @click.option("--no-baseline", is_flag=True, help="Skip the fp32 eager row.")
 @click.option("--peers", is_flag=True, help="Add the no-edgeclip routes (plain ONNX, ORT quantize_dynamic defaults, torch.ao eager) as rows.")
 @click.option("--compile", "compile_variant", is_flag=True,
-              help="cuda: also time fp16 + torch.compile(max-autotune) (minutes of compilation).")
+              help="cuda: also time fp16 + torch.compile (about 15 s of compilation per shape).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON.")
-def bench(artifacts, target, data, threads, limit, rounds, reps, batch, out, report_dir, no_baseline, peers, compile_variant, as_json):
-    """Accuracy, agreement with fp32, size, latency and throughput of artifacts (default: all in --out)."""
+def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_s, max_drop, out, report_dir, compare_to,
+          no_baseline, peers, compile_variant, as_json):
+    """Accuracy, agreement with fp32, size, memory, latency and throughput of artifacts (default: all in --out).
+
+    Each artifact runs in its own process; all are timed interleaved in rounds in one run, so speed-ups
+    against the fp32 eager row are same-run ratios."""
+    from edgeclip.benchmarks.compare import compare, load_report
     from edgeclip.benchmarks.report import markdown
     from edgeclip.benchmarks.timing import TimingConfig
     from edgeclip.pipeline import bench as run_bench
 
-    report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=threads, limit=limit,
+    old = load_report(compare_to) if compare_to else None   # a bad --compare file fails before the run
+    report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=_threads(threads), limit=limit,
                        timing=TimingConfig(rounds=rounds, reps_per_round=reps,
-                                           throughput_batch=batch or (256 if target == "cuda" else 64)),
+                                           throughput_batch=batch or {"cuda": 256, "mobile": 8}.get(target, 64)),
                        report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers,
-                       compile_variant=compile_variant, progress=not as_json)
+                       compile_variant=compile_variant, progress=not as_json, timeout_s=timeout_s, max_drop=max_drop)
+    if old is not None:
+        report["compare"] = {"against": str(compare_to), "changes": compare(old, report)}
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report, indent=2, default=str))
         return
     if report.get("skipped"):
         click.echo(f"Skipped: {report['skipped']}.")
         return
     click.echo(markdown(report))
+    if old is not None:
+        click.echo(f"Changes since {compare_to}:")
+        for line in report["compare"]["changes"]:
+            click.echo(f"  {line}")
     click.echo(f"Wrote {', '.join(report.get('files', []))}")
     if any(r.get("error") for r in report["rows"]):
         sys.exit(1)

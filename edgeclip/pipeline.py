@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -310,25 +309,28 @@ def _baseline(a: Artifact, data: LabeledImages) -> Prepared | None:
 
 
 def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",
-          target: str = "cpu", threads: int | None = None, limit: int | None = None, timing=None,
+          target: str = "cpu", threads: int | Sequence[int] | None = None, limit: int | None = None, timing=None,
           report_dir: str | Path | None = None, baseline: bool = True, peers: bool = False, progress: bool = False,
-          compile_variant: bool = False) -> dict:
+          compile_variant: bool = False, timeout_s: float = 600.0, max_drop: float = 1.0) -> dict:
     """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict.
 
+    ``threads``: one count or a sweep (e.g. ``[1, 2, 4]``; default: all cores, and 1/2/4 for ``mobile``).
     ``peers`` adds the routes a user would take without edgeclip (benchmarks/peers.py), measured in the same run.
+    ``timeout_s`` bounds every step of every artifact (a hung runtime becomes an error row).
     """
-    from edgeclip.benchmarks.accuracy import accuracy_metrics
-    from edgeclip.benchmarks.timing import TimingConfig, time_interleaved
-    from edgeclip.runtimes import TorchEagerSession, load as load_session
+    from edgeclip.benchmarks.timing import TimingConfig
 
-    if target not in ("cpu", "cuda"):
-        raise EdgeclipError(f"--target {target} is not available in this release; use --target cpu or cuda")
+    if target not in ("cpu", "mobile", "cuda"):
+        raise EdgeclipError(f"unknown --target {target!r}; use cpu, mobile or cuda")
     if peers and target != "cpu":
         raise EdgeclipError("--peers are CPU routes; drop --peers or use --target cpu")
     timing = timing or TimingConfig(throughput_batch=256 if target == "cuda" else 64)
-    threads = threads or os.cpu_count() or 1
-    if threads < 1:
-        raise EdgeclipError(f"--threads must be at least 1 (got {threads})")
+    if threads is None:
+        threads_list = [1, 2, 4] if target == "mobile" else [os.cpu_count() or 1]
+    else:
+        threads_list = [threads] if isinstance(threads, int) else list(threads)
+    if not threads_list or min(threads_list) < 1:
+        raise EdgeclipError(f"--threads must be at least 1 (got {threads_list})")
     if isinstance(artifacts, (str, Path)):
         arts = find_artifacts(artifacts)
         if not arts:
@@ -337,85 +339,41 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
         arts = [a if isinstance(a, Artifact) else open_artifact(a) for a in artifacts]
     ds = load_dataset(data, "test", limit)
     if target == "cuda":
-        return _bench_cuda(arts, ds, timing=timing, threads=threads, baseline=baseline, compile_variant=compile_variant,
-                           report_dir=report_dir, progress=progress)
-    cache: dict = {}
-    rows: list[dict] = []
-    sessions: dict[str, Any] = {}
-    inputs: dict[str, np.ndarray] = {}
-    outputs: dict[str, np.ndarray] = {}
-    ref_of: dict[str, str] = {}
-    torch.set_num_threads(threads)
+        return _bench_cuda(arts, ds, timing=timing, threads=max(threads_list), baseline=baseline,
+                           compile_variant=compile_variant, report_dir=report_dir, progress=progress, max_drop=max_drop)
+    from edgeclip.benchmarks.harness import bench_processes, recommendation
 
-    baselines: dict[str, str] = {}
-    for a in arts:
-        key = _baseline_key(a)
-        if baseline and key not in baselines and a.manifest.get("task") == "classifier":
-            prep = _baseline(a, ds)
-            if prep is not None:
-                name = f"{Path(str(prep.source['model'])).name} fp32 eager"
-                baselines[key] = name
-                _check_label_match(prep.classes, ds, name)
-                sessions[name] = TorchEagerSession(prep.module, threads)
-                inputs[name] = _images(ds, prep.preprocess, cache, progress)
-                rows.append({"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
-                             "file_mb": None, "random_weights": prep.random_weights, "baseline": True})
-                if peers:
-                    from edgeclip.benchmarks.peers import build_peers
+    extra: dict = {}
+    if target == "mobile":
+        mobile = [a for a in arts if _is_mobile(a)]
+        extra["mobile_profile"] = ("the backends phones run (ExecuTorch XNNPACK .pte, lite-interpreter qnnpack .ptl) at "
+                                   f"batch 1 with {', '.join(map(str, threads_list))} threads -- run on this x86 host "
+                                   f"({os.cpu_count()} cores), not on a phone: ratios carry over better than milliseconds")
+        extra["skipped_non_mobile_artifacts"] = [a.name for a in arts if a not in mobile]
+        if not mobile:
+            raise EdgeclipError("no mobile artifacts (.pte with XNNPACK, .ptl with qnnpack) to measure; export with "
+                                "--format pte or --backend qnnpack first")
+        arts = mobile
+        timing = TimingConfig(**{**timing.__dict__, "throughput_batch": min(timing.throughput_batch, 8)})
+    rows = bench_processes(arts, ds, threads_list=threads_list, timing=timing, baseline=baseline, peers=peers,
+                           timeout_s=timeout_s, progress=progress)
+    extra["threads_sweep"] = threads_list
+    extra["recommendation"] = recommendation(rows, max_drop)
+    return _finish_report(rows, target, ds, max(threads_list), timing, report_dir, **extra)
 
-                    for pname, (psess, pquant, pbytes) in build_peers(prep.module, inputs[name], threads).items():
-                        sessions[pname], inputs[pname], ref_of[pname] = psess, inputs[name], name
-                        rows.append({"artifact": pname, "format": "peer", "runtime": psess.name, "quant": pquant,
-                                     "file_mb": pbytes / 1e6 if pbytes else None, "random_weights": prep.random_weights,
-                                     "peer": True})
-        row = {"artifact": a.name, "format": a.format, "runtime": None, "quant": _quant_label(a.manifest),
-               "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
-               "random_weights": a.manifest.get("random_weights", False)}
-        try:
-            if a.manifest.get("task") != "classifier":
-                raise EdgeclipError(f"a {a.manifest.get('task')} artifact has no classes to score; bench measures classifier artifacts")
-            _check_label_match(a.manifest["labels"], ds, a.name)
-            t0 = time.perf_counter()
-            sess = load_session(a, threads)
-            row["load_s"] = time.perf_counter() - t0
-            row["runtime"] = sess.name
-            sessions[a.name] = sess
-            inputs[a.name] = _images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), cache, progress)
-            if key in baselines:
-                ref_of[a.name] = baselines[key]
-        except EdgeclipError as e:
-            row["error"] = str(e)
-        rows.append(row)
 
-    for name, sess in list(sessions.items()):
-        try:
-            outputs[name] = _run_all(sess, inputs[name], progress, f"accuracy {name}")
-        except Exception as e:  # a crashing runtime is a row with its error, not a crashed report
-            next(r for r in rows if r["artifact"] == name)["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            sessions.pop(name)
-    for r in rows:
-        n = r["artifact"]
-        if n in outputs:
-            ref = outputs.get(ref_of.get(n, ""), None) if not r.get("baseline") else None
-            r.update(accuracy_metrics(outputs[n], ds.labels, ref))
-    if sessions:
-        timed_inputs = {k: (s, inputs[k][:1], inputs[k][:timing.throughput_batch]) for k, s in sessions.items()}
-        with _bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
-            timed = time_interleaved(timed_inputs, timing, bar.update if bar else None)
-        for r in rows:
-            if r["artifact"] in timed:
-                r.update(timed[r["artifact"]].summary())
-        for r in rows:
-            base = ref_of.get(r["artifact"]) or (r["artifact"] if r.get("baseline") else None)
-            if base in timed and "latency_ms_median" in r:
-                r["speedup"] = timed[base].summary()["latency_ms_median"] / r["latency_ms_median"]
-    return _finish_report(rows, "cpu", ds, threads, timing, report_dir)
+def _is_mobile(a: Artifact) -> bool:
+    q = a.manifest.get("quantization") or {}
+    backend = q.get("backend") or q.get("engine") or (a.manifest.get("recipe") or {}).get("backend")
+    if a.format == "pte":
+        return q.get("backend", "xnnpack") == "xnnpack"
+    return a.format == "ptl" and (backend in (None, "qnnpack") and q.get("dtype") in (None, "fp32", "int8"))
 
 
 def _finish_report(rows: list[dict], target: str, ds: LabeledImages, threads: int, timing, report_dir, **extra) -> dict:
-    from edgeclip.benchmarks.report import environment, write_report
+    from edgeclip.benchmarks.report import SCHEMA, environment, write_report
 
-    report = {"schema": "edgeclip.bench/1", "target": target, "dataset": f"{ds.name} {ds.split}, {len(ds)} images ({ds.source})",
+    report = {"schema": SCHEMA, "target": target, "dataset": f"{ds.name} {ds.split}, {len(ds)} images ({ds.source})",
               "environment": environment(threads), "timing": timing.__dict__, "rows": rows,
               "random_weights": any(r.get("random_weights") for r in rows), **extra}
     if report["random_weights"]:
@@ -425,21 +383,17 @@ def _finish_report(rows: list[dict], target: str, ds: LabeledImages, threads: in
     return report
 
 
-def _bench_cuda(arts, ds, *, timing, threads, baseline, compile_variant, report_dir, progress) -> dict:
+def _bench_cuda(arts, ds, *, timing, threads, baseline, compile_variant, report_dir, progress, max_drop) -> dict:
     """The GPU report; without a CUDA device it says so and measures nothing (not an error)."""
     from edgeclip.benchmarks.cuda import bench_cuda, cuda_status
 
     reason = cuda_status()
     if reason:
         return _finish_report([], "cuda", ds, threads, timing, None, skipped=reason)
+    from edgeclip.benchmarks.harness import recommendation
+
     rows, extra = bench_cuda(arts, ds, timing=timing, baseline=baseline, compile_variant=compile_variant, progress=progress)
     if not rows:
         raise EdgeclipError("no CUDA artifacts to measure; export with --quant fp16 (or bf16) --target cuda first")
+    extra["recommendation"] = recommendation(rows, max_drop)
     return _finish_report(rows, "cuda", ds, threads, timing, report_dir, **extra)
-
-
-def _quant_label(m: dict) -> str:
-    q = m.get("quantization") or {}
-    if q.get("dtype") in (None, "fp32"):
-        return "fp32"
-    return f"{q['dtype']} {q.get('scheme', '')}".strip()

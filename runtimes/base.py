@@ -21,6 +21,8 @@ class Session(Protocol):
 
 
 _ADAPTERS: dict[str, Callable[..., Session]] = {}
+_MODULES = {"onnx": "edgeclip.runtimes.onnxruntime_cpu", "ptl": "edgeclip.runtimes.lite_interpreter",
+            "pte": "edgeclip.runtimes.executorch_runtime"}   # imported on first use; importing registers
 
 
 def register(fmt: str):
@@ -32,8 +34,12 @@ def register(fmt: str):
 
 
 def adapter_for(fmt: str) -> Callable[..., Session]:
+    import importlib
+
     from edgeclip.errors import EdgeclipError
 
+    if fmt not in _ADAPTERS and fmt in _MODULES:
+        importlib.import_module(_MODULES[fmt])
     if fmt not in _ADAPTERS:
         raise EdgeclipError(f"no runtime for {fmt!r} artifacts in this release; supported: {', '.join(sorted(_ADAPTERS))}")
     return _ADAPTERS[fmt]

@@ -30,11 +30,16 @@ def test_bench_rows(out, tiny_images, tmp_path):
         assert r["images"] == 18 and r["latency_samples"] == 4 and r["latency_ms_median"] > 0
         assert r["throughput_batch"] == 4 and r["throughput_img_s"] > 0
     assert int8["file_mb"] < fp32["file_mb"] and "speedup" in int8
-    assert rep["environment"]["threads"] == 1
+    assert rep["environment"]["threads"] == 1 and all(r["threads"] == 1 for r in rep["rows"])
+    for r in (base, fp32, int8):   # memory of each row's own process: onnxruntime rows do not carry torch
+        assert r["peak_rss_mb"] >= r["rss_mb"] > 0 and r["rss_base_mb"] > 0
+    assert fp32["rss_base_mb"] < 0.5 * base["rss_base_mb"]
+    assert rep["recommendation"].startswith("fastest artifact")
     saved = json.loads((tmp_path / "rep" / "bench.json").read_text())
-    assert saved["schema"] == "edgeclip.bench/1" and len(saved["rows"]) == 3
+    assert saved["schema"] == "edgeclip.bench/2" and len(saved["rows"]) == 3
     md = (tmp_path / "rep" / "bench.md").read_text()
-    assert "| artifact |" in md and "1 thread(s)" in md
+    assert "| artifact |" in md and "1 thread(s)" in md and "**Recommendation**" in md
+    assert (tmp_path / "rep" / "bench_pareto.png").stat().st_size > 10_000
 
 
 def test_broken_artifact_is_a_row_not_a_crash(out, tiny_images):
@@ -58,3 +63,61 @@ def test_encoder_artifact_is_an_error_row(out, tiny_clip_dir, tiny_images):
     enc = next(r for r in rep["rows"] if "image-encoder" in r["artifact"])
     assert "bench measures classifier artifacts" in enc["error"]
     assert sum(1 for r in rep["rows"] if "top1" in r) == 3
+
+
+def test_thread_sweep_and_compare(out, tiny_images, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclip.cli import main
+
+    args = ["bench", "--out", str(out), "--data", tiny_images, "--rounds", "1", "--reps", "2", "--batch", "4",
+            "--no-baseline", "--report-dir", str(tmp_path / "a")]
+    r = CliRunner().invoke(main, [*args, "--threads", "1,2", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert sorted((x["artifact"][-12:], x["threads"]) for x in rep["rows"]) == sorted(
+        (n[-12:], t) for n in {x["artifact"] for x in rep["rows"]} for t in (1, 2))
+    assert rep["threads_sweep"] == [1, 2]
+    r = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "b"), "--threads", "1", "--compare", str(tmp_path / "a" / "bench.json")])
+    assert r.exit_code == 0, r.output
+    assert "Changes since" in r.output
+    r = CliRunner().invoke(main, [*args, "--compare", str(tmp_path / "nope.json")])
+    assert r.exit_code == 2 and "cannot read" in r.output
+
+
+@pytest.mark.parametrize("fault", ["hang", "crash"])
+def test_hanging_or_crashing_runtime_is_a_row(out, tiny_images, monkeypatch, fault):
+    from edgeclip.benchmarks.worker import FAULT_ENV
+
+    victim = next(p.name for p in out.iterdir() if p.name.endswith("int8-dynamic"))
+    monkeypatch.setenv(FAULT_ENV, f"{fault}:{victim}")
+    t0 = __import__("time").time()
+    rep = edgeclip.bench(out, data=tiny_images, threads=1, timing=FAST, timeout_s=12)
+    bad = next(r for r in rep["rows"] if r["artifact"] == victim)
+    assert ("timed out after 12 s" if fault == "hang" else "the runtime crashed") in bad["error"]
+    assert all("latency_ms_median" in r for r in rep["rows"] if r["artifact"] != victim)
+    assert __import__("time").time() - t0 < 120
+
+
+def test_recommendation_respects_the_accuracy_bar():
+    from edgeclip.benchmarks.harness import recommendation
+
+    rows = [{"artifact": "eager", "format": "eager", "baseline": True, "top1": 90.0, "latency_ms_median": 5.0, "threads": 2},
+            {"artifact": "fast-but-bad", "format": "onnx", "top1": 85.0, "latency_ms_median": 1.0, "threads": 2},
+            {"artifact": "good", "format": "pte", "top1": 89.5, "latency_ms_median": 2.0, "speedup": 2.5, "file_mb": 3.0, "threads": 2},
+            {"artifact": "peer", "format": "peer", "peer": True, "top1": 90.0, "latency_ms_median": 0.5, "threads": 2}]
+    line = recommendation(rows, max_drop=1.0)
+    assert line.startswith("fastest artifact within 1 pt of fp32 top-1: good (2.00 ms")
+    assert recommendation(rows, max_drop=0.1).startswith("no artifact is within 0.1 pt")
+
+
+def test_pareto_front():
+    from edgeclip.benchmarks.plot import pareto_front
+
+    pts = [(1.0, 80.0), (2.0, 85.0), (3.0, 84.0), (4.0, 90.0), (0.5, 70.0)]
+    assert [pts[i] for i in pareto_front(pts)] == [(0.5, 70.0), (1.0, 80.0), (2.0, 85.0), (4.0, 90.0)]
+
+
+def test_mobile_target_needs_mobile_artifacts(out, tiny_images):
+    with pytest.raises(edgeclip.EdgeclipError, match="no mobile artifacts"):
+        edgeclip.bench(out, data=tiny_images, target="mobile")

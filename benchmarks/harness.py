@@ -1,0 +1,195 @@
+"""``bench --target cpu|mobile``: every subject in its own worker process, timed interleaved, one report.
+
+Flow: preprocess the labelled images once per preprocessing (shared with the workers as .npy files),
+start one worker per subject (the fp32 eager model behind each artifact family, the peers, every
+artifact), load, run the whole dataset for accuracy and peak memory, then time in rounds -- each worker
+in turn, batch 1 then the throughput batch -- for each thread count of the sweep.  A worker that fails,
+crashes or passes its deadline becomes an error row; the others carry on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeclip.errors import EdgeclipError
+
+from .timing import Timing, TimingConfig
+from .worker import Subject, Worker, WorkerFailed
+
+
+def _artifact_row(a) -> dict:
+    q = a.manifest.get("quantization") or {}
+    quant = "fp32" if q.get("dtype") in (None, "fp32") else f"{q['dtype']} {q.get('scheme', '')}".strip()
+    return {"artifact": a.name, "format": a.format, "runtime": None, "quant": quant,
+            "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
+            "random_weights": a.manifest.get("random_weights", False)}
+
+
+def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, baseline: bool, peers: bool,
+                    timeout_s: float, progress: bool) -> list[dict]:
+    from edgeclip.benchmarks.accuracy import accuracy_metrics
+    from edgeclip.models.preprocess import Preprocess
+    from edgeclip.pipeline import _bar, _baseline_key, _check_label_match, _images
+
+    workdir = Path(tempfile.mkdtemp(prefix="edgeclip-bench-"))
+    images: dict = {}
+    npy: dict[str, str] = {}
+
+    def inputs_for(pre: dict) -> str:
+        arr = _images(ds, Preprocess.from_dict(pre), images, progress)
+        key = str(id(arr))
+        if key not in npy:
+            npy[key] = str(workdir / f"inputs-{len(npy)}.npy")
+            np.save(npy[key], arr)
+        return npy[key]
+
+    rows: list[dict] = []
+    subjects: list[Subject] = []
+    ref_of: dict[str, str] = {}
+    baselines: dict[str, str] = {}
+    try:
+        for a in arts:
+            row = _artifact_row(a)
+            rows.append(row)
+            try:
+                if a.manifest.get("task") != "classifier":
+                    raise EdgeclipError(f"a {a.manifest.get('task')} artifact has no classes to score; bench measures classifier artifacts")
+                _check_label_match(a.manifest["labels"], ds, a.name)
+            except EdgeclipError as e:
+                row["error"] = str(e)
+                continue
+            inputs = inputs_for(a.manifest["preprocessing"])
+            key = _baseline_key(a)
+            user_module = str((a.manifest.get("source") or {}).get("model", "")).startswith("user module")
+            if baseline and key not in baselines and not user_module:
+                name = f"{Path(str(a.manifest['source']['model'])).name} fp32 eager"
+                baselines[key] = name
+                rows.insert(len(rows) - 1, {"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
+                                            "file_mb": None, "random_weights": row["random_weights"], "baseline": True})
+                subjects.append(Subject(name, "eager", str(a.dir), inputs))
+                if peers:
+                    subjects += _peer_subjects(a, ds, inputs, workdir, rows, row["random_weights"], name, ref_of)
+            if key in baselines:
+                ref_of[a.name] = baselines[key]
+            subjects.append(Subject(a.name, "artifact", str(a.dir), inputs))
+        by_name = {r["artifact"]: r for r in rows}
+        workers = {s.name: Worker(s, timeout_s) for s in subjects}
+        try:
+            outputs = _load_and_run(workers, by_name, max(threads_list), progress, _bar)
+            for name, out in outputs.items():
+                ref = outputs.get(ref_of.get(name, "")) if not by_name[name].get("baseline") else None
+                by_name[name].update(accuracy_metrics(out, ds.labels, ref))
+            return _timed_rows(workers, rows, by_name, ref_of, threads_list, timing, progress, _bar)
+        finally:
+            for w in workers.values():
+                w.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _peer_subjects(a, ds, inputs: str, workdir: Path, rows: list[dict], random_weights: bool, base: str,
+                   ref_of: dict) -> list[Subject]:
+    from edgeclip.pipeline import _baseline
+
+    from .peers import AO_EAGER, build_peer_files
+
+    prep = _baseline(a, ds)
+    files = build_peer_files(prep.module, np.load(inputs, mmap_mode="r")[:2], workdir / f"peers-{len(ref_of)}")
+    subjects = []
+    for name, (path, quant) in files.items():
+        subjects.append(Subject(name, "onnx-file", str(path), inputs))
+        rows.insert(len(rows) - 1, {"artifact": name, "format": "peer", "runtime": None, "quant": quant,
+                                    "file_mb": path.stat().st_size / 1e6, "random_weights": random_weights, "peer": True})
+        ref_of[name] = base
+    subjects.append(Subject(AO_EAGER, "eager-ao-dynamic", str(a.dir), inputs))
+    rows.insert(len(rows) - 1, {"artifact": AO_EAGER, "format": "peer", "runtime": None, "quant": "int8 dynamic",
+                                "file_mb": None, "random_weights": random_weights, "peer": True})
+    ref_of[AO_EAGER] = base
+    return subjects
+
+
+def _load_and_run(workers: dict[str, Worker], by_name: dict, threads: int, progress: bool, bar_fn) -> dict[str, np.ndarray]:
+    outputs = {}
+    with bar_fn(progress, 2 * len(workers), "load + accuracy (one process each)") as bar:
+        for name, w in workers.items():      # loads are sequential so load times are not contended
+            try:
+                by_name[name].update(w.call("load", threads=threads))
+            except WorkerFailed as e:
+                by_name[name]["error"] = str(e)
+            if bar:
+                bar.update(1)
+        for name, w in workers.items():
+            if "error" not in by_name[name]:
+                try:
+                    outputs[name] = w.call("run", threads=threads)["outputs"]
+                except WorkerFailed as e:
+                    by_name[name]["error"] = str(e)
+            if bar:
+                bar.update(1)
+    return outputs
+
+
+def _timed_rows(workers, rows, by_name, ref_of, threads_list, timing: TimingConfig, progress, bar_fn) -> list[dict]:
+    out_rows: list[dict] = []
+    with bar_fn(progress, timing.rounds * len(threads_list), "timing (interleaved rounds)") as bar:
+        for threads in threads_list:
+            live = {n: w for n, w in workers.items() if "error" not in by_name[n]}
+            timed = {n: Timing([], [], timing.throughput_batch) for n in live}
+            for n, w in list(live.items()):     # warm-up (and, for a sweep, the reload at this thread count)
+                try:
+                    w.call("time", threads=threads, batch=1, reps=0, warmup=timing.warmup)
+                    w.call("time", threads=threads, batch=timing.throughput_batch, reps=0, warmup=1)
+                except WorkerFailed as e:
+                    by_name[n]["error"] = str(e)
+                    live.pop(n)
+            for _ in range(timing.rounds):
+                for n, w in list(live.items()):
+                    try:
+                        timed[n].latency_ms += [t * 1e3 for t in w.call("time", threads=threads, batch=1, reps=timing.reps_per_round)]
+                        timed[n].throughput_s += w.call("time", threads=threads, batch=timing.throughput_batch,
+                                                        reps=timing.throughput_reps_per_round)
+                    except WorkerFailed as e:
+                        by_name[n]["error"] = str(e)
+                        live.pop(n)
+                if bar:
+                    bar.update(1)
+            summaries = {n: timed[n].summary() for n in live}
+            for r in rows:
+                row = {**r, "threads": threads}
+                n = r["artifact"]
+                if n in summaries:
+                    row.update(summaries[n])
+                    base = ref_of.get(n) or (n if r.get("baseline") else None)
+                    if base in summaries:
+                        row["speedup"] = summaries[base]["latency_ms_median"] / row["latency_ms_median"]
+                        row["throughput_speedup"] = row["throughput_img_s"] / summaries[base]["throughput_img_s"]
+                elif "error" in by_name[n]:
+                    row["error"] = by_name[n]["error"]
+                out_rows.append(row)
+    return out_rows
+
+
+def recommendation(rows: list[dict], max_drop: float = 1.0) -> str | None:
+    """One line: the fastest shippable artifact whose top-1 is within ``max_drop`` points of fp32 eager."""
+    threads = max((r.get("threads") or 0 for r in rows), default=0)
+    same = [r for r in rows if (r.get("threads") or 0) == threads]
+    base = next((r for r in same if r.get("baseline") and "top1" in r), None)
+    cands = [r for r in same if r.get("format") not in ("eager", "peer") and "error" not in r and "latency_ms_median" in r]
+    if not cands:
+        return None
+    random = any(r.get("random_weights") for r in same)
+    if base is not None and not random:
+        ok = [r for r in cands if "top1" in r and r["top1"] >= base["top1"] - max_drop]
+        if not ok:
+            return f"no artifact is within {max_drop:g} pt of fp32 top-1 ({base['top1']:.2f} %); ship fp32 or relax the recipe"
+        best = min(ok, key=lambda r: r["latency_ms_median"])
+        speed = f", {best['speedup']:.2f}x eager" if best.get("speedup") else ""
+        return (f"fastest artifact within {max_drop:g} pt of fp32 top-1: {best['artifact']} ({best['latency_ms_median']:.2f} ms "
+                f"at batch 1{speed}, top-1 {best['top1']:.2f} % vs {base['top1']:.2f} %, {best.get('file_mb') or 0:.2f} MB)")
+    best = min(cands, key=lambda r: r["latency_ms_median"])
+    return (f"fastest artifact: {best['artifact']} ({best['latency_ms_median']:.2f} ms at batch 1); random weights, so "
+            "accuracy was not part of the choice")

@@ -1,0 +1,56 @@
+"""Pareto plots of a bench report: top-1 against latency and against file size, one point per row.
+
+The points on the front (nothing else is both faster/smaller and at least as accurate) are joined, so the
+artifacts worth shipping stand out; everything below the line is dominated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated under (lower x, higher y), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_png(report: dict, path: Path) -> Path | None:
+    """Write the two-panel plot; None when no row has both accuracy and latency (e.g. all errors)."""
+    threads = max((r.get("threads") or 0 for r in report["rows"]), default=0)
+    rows = [r for r in report["rows"] if (r.get("threads") or 0) == threads and "top1" in r and "latency_ms_median" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    panels = [("latency_ms_median", "batch-1 median latency (ms)"), ("file_mb", "file size (MB)")]
+    for ax, (key, label) in zip(axes, panels):
+        pts = [(r[key], r["top1"], r) for r in rows if r.get(key)]
+        for x, y, r in pts:
+            marker = "s" if r.get("baseline") else "^" if r.get("peer") else "o"
+            ax.scatter(x, y, marker=marker, s=40)
+            ax.annotate(r["artifact"].split("-classifier-")[-1][:40], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front([(x, y) for x, y, _ in pts])
+        if len(front) > 1:
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=0.8, label="Pareto front")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 %")
+        ax.grid(alpha=0.3)
+    note = " (RANDOM WEIGHTS: accuracy meaningless)" if report.get("random_weights") else ""
+    fig.suptitle(f"edgeclip bench, target {report['target']}, {threads} thread(s), {report['dataset']}{note}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

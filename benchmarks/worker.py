@@ -1,0 +1,243 @@
+"""One benchmark subject per child process.
+
+Why a process each: peak resident memory is only meaningful for a process that loaded nothing else; a
+runtime that crashes (a segfault in native code) or hangs must cost its own row, not the report; and
+one runtime's allocator or thread pool must not tax the next.  Timing is still interleaved: the parent
+asks each worker in turn for a few timed calls, round after round, and only one worker runs at a time.
+
+Protocol: the parent sends ``(command, argument)`` and reads ``("ok", value)`` or ``("error", message)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+FAULT_ENV = "EDGECLIP_BENCH_FAULT"   # fault injection for tests: "hang:<name>" or "crash:<name>"
+
+
+@dataclass
+class Subject:
+    """What a worker loads: an artifact folder, the eager model behind one, or a bare ONNX file (peers)."""
+
+    name: str
+    kind: str                      # artifact | eager | eager-ao-dynamic | onnx-file
+    path: str                      # artifact folder (artifact, eager*) or .onnx file
+    inputs: str                    # .npy of preprocessed images, shared by the subjects with one preprocessing
+    extra: dict = field(default_factory=dict)
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB, from /proc/self/status.
+
+    Not ``getrusage().ru_maxrss``: on Linux it survives exec, so a spawned worker would report the
+    parent's peak (seen here: 918 MB for an onnxruntime worker whose own peak was under 100 MB)."""
+    vals = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    vals[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if len(vals) < 2:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+    return vals["VmRSS"], vals["VmHWM"]
+
+
+class _State:
+    def __init__(self, subject: Subject):
+        import numpy as np
+
+        self.subject = subject
+        self.inputs = np.load(subject.inputs, mmap_mode="r")
+        self.sessions: dict[int, object] = {}
+        self.module = None
+
+    def session(self, threads: int):
+        if threads not in self.sessions:
+            import gc
+
+            # one live session per process: ExecuTorch's threadpool can only be resized with none alive
+            self.sessions.clear()
+            gc.collect()
+            self.sessions[threads] = self._load(threads)
+        return self.sessions[threads]
+
+    def _load(self, threads: int):
+        s = self.subject
+        if s.kind == "artifact":
+            from edgeclip.runtimes import load
+
+            return load(s.path, threads=threads)
+        if s.kind == "onnx-file":
+            from edgeclip.runtimes.onnxruntime_cpu import OnnxRuntimeSession
+
+            return OnnxRuntimeSession(s.path, threads)
+        from edgeclip.runtimes.torch_eager import TorchEagerSession
+
+        if self.module is None:
+            self.module = _eager_module(s)
+        return TorchEagerSession(self.module, threads)
+
+    def import_runtime(self) -> None:
+        """Import what this subject's runtime needs (and nothing else), so the idle RSS is that runtime's."""
+        import importlib
+
+        from edgeclip.runtimes.base import _MODULES
+
+        s = self.subject
+        if s.kind == "onnx-file":
+            importlib.import_module(_MODULES["onnx"])
+        elif s.kind == "artifact":
+            import json
+
+            fmt = json.loads((Path(s.path) / "manifest.json").read_text())["format"]
+            importlib.import_module(_MODULES[fmt])
+        else:
+            importlib.import_module("edgeclip.runtimes.torch_eager")
+
+    def batch(self, n: int):
+        """A private, writable copy of the first ``n`` inputs (cycled when the set is smaller)."""
+        import numpy as np
+
+        if n <= len(self.inputs):
+            return np.array(self.inputs[:n])
+        return np.resize(np.asarray(self.inputs), (n, *self.inputs.shape[1:])).copy()
+
+
+def _eager_module(s: Subject):
+    import warnings
+
+    import torch
+
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.exporter.manifest import open_artifact
+    from edgeclip.pipeline import _baseline
+
+    prep = _baseline(open_artifact(s.path), None)
+    if prep is None:
+        raise EdgeclipError("the artifact came from a user module; there is no eager model to rebuild")
+    if s.kind == "eager-ao-dynamic":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(prep.module, {torch.nn.Linear}, dtype=torch.qint8)
+    return prep.module
+
+
+def _handle(state: _State, cmd: str, arg: dict):
+    import numpy as np
+
+    if cmd == "load":
+        # memory of a process serving this model: the runtime's imports, the load, a few batch-1 calls --
+        # measured before the accuracy pass, so the evaluation images do not count
+        state.import_runtime()
+        base = _rss_mb()[0]
+        t0 = time.perf_counter()
+        sess = state.session(arg["threads"])
+        load_s = time.perf_counter() - t0
+        one = state.batch(1)
+        for _ in range(3):
+            sess.run(one)
+        now, peak = _rss_mb()
+        return {"load_s": load_s, "runtime": sess.name, "rss_base_mb": base, "rss_mb": now, "peak_rss_mb": peak}
+    if cmd == "run":  # every input, in batches of 256, each a private copy
+        sess = state.session(arg["threads"])
+        n = len(state.inputs)
+        return {"outputs": np.concatenate([sess.run(np.array(state.inputs[i:i + 256])) for i in range(0, n, 256)])}
+    if cmd == "time":
+        sess = state.session(arg["threads"])
+        batch = state.batch(arg["batch"])
+        for _ in range(arg.get("warmup", 0)):
+            sess.run(batch)
+        times = []
+        for _ in range(arg["reps"]):
+            t0 = time.perf_counter()
+            sess.run(batch)
+            times.append(time.perf_counter() - t0)
+        return times
+    raise ValueError(f"unknown command {cmd!r}")
+
+
+def worker_main(conn: Connection, subject: Subject) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    fault = os.environ.get(FAULT_ENV, "")
+    state = None
+    while True:
+        try:
+            cmd, arg = conn.recv()
+        except EOFError:
+            return
+        if cmd == "exit":
+            return
+        if fault == f"hang:{subject.name}" and cmd == "load":
+            time.sleep(10**6)
+        if fault == f"crash:{subject.name}" and cmd == "run":
+            os.abort()
+        try:
+            from edgeclip.errors import EdgeclipError
+
+            state = state or _State(subject)
+            conn.send(("ok", _handle(state, cmd, arg)))
+        except EdgeclipError as e:
+            conn.send(("error", str(e)))
+        except Exception as e:  # a runtime's own failure becomes the row's error
+            conn.send(("error", f"{type(e).__name__}: {str(e).strip()[:200]}"))
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+class Worker:
+    """The parent's handle on one child process; every call has a deadline."""
+
+    def __init__(self, subject: Subject, timeout_s: float):
+        ctx = mp.get_context("spawn")   # a clean interpreter: no torch threads or CUDA state inherited
+        self.subject, self.timeout_s = subject, timeout_s
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child, subject), daemon=True, name=f"edgeclip-bench-{subject.name}")
+        self.proc.start()
+        child.close()
+        self.dead: str | None = None
+
+    def call(self, cmd: str, **arg):
+        if self.dead:
+            raise WorkerFailed(self.dead)
+        self.conn.send((cmd, arg))
+        if not self.conn.poll(self.timeout_s):
+            self.kill(f"timed out after {self.timeout_s:g} s in '{cmd}' (runtime hung?); the rest of the report is unaffected")
+            raise WorkerFailed(self.dead)
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, ConnectionResetError):
+            self.proc.join(5)
+            self.kill(f"the runtime crashed in '{cmd}' (process exit code {self.proc.exitcode})")
+            raise WorkerFailed(self.dead) from None
+        if status == "error":
+            raise WorkerFailed(value)
+        return value
+
+    def kill(self, reason: str) -> None:
+        self.dead = reason
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+    def close(self) -> None:
+        if self.proc.is_alive() and not self.dead:
+            try:
+                self.conn.send(("exit", None))
+                self.proc.join(10)
+            except (BrokenPipeError, OSError):
+                pass
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
