@@ -70,7 +70,7 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
                 baselines[key] = name
                 rows.insert(len(rows) - 1, {"artifact": name, "format": "eager", "runtime": "torch-eager", "quant": "fp32",
                                             "file_mb": None, "random_weights": row["random_weights"], "baseline": True})
-                subjects.append(Subject(name, "eager", str(a.dir), inputs))
+                subjects.append(Subject(name, "eager", str(a.dir), inputs, _registered_config(a)))
                 if peers:
                     subjects += _peer_subjects(a, ds, inputs, workdir, rows, row["random_weights"], name, ref_of)
             if key in baselines:
@@ -91,6 +91,18 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _registered_config(a) -> dict:
+    """An open_clip architecture the caller registered at run time (``open_clip.add_model_config``) exists only
+    in this process; hand its config to the worker that rebuilds the eager model."""
+    name = str((a.manifest.get("source") or {}).get("model", ""))
+    try:
+        from open_clip.factory import _MODEL_CONFIGS
+    except ImportError:
+        return {}
+    cfg = _MODEL_CONFIGS.get(name)
+    return {"open_clip_config": (name, cfg)} if cfg is not None else {}
+
+
 def _peer_subjects(a, ds, inputs: str, workdir: Path, rows: list[dict], random_weights: bool, base: str,
                    ref_of: dict) -> list[Subject]:
     from edgeclip.pipeline import _baseline
@@ -105,7 +117,7 @@ def _peer_subjects(a, ds, inputs: str, workdir: Path, rows: list[dict], random_w
         rows.insert(len(rows) - 1, {"artifact": name, "format": "peer", "runtime": None, "quant": quant,
                                     "file_mb": path.stat().st_size / 1e6, "random_weights": random_weights, "peer": True})
         ref_of[name] = base
-    subjects.append(Subject(AO_EAGER, "eager-ao-dynamic", str(a.dir), inputs))
+    subjects.append(Subject(AO_EAGER, "eager-ao-dynamic", str(a.dir), inputs, _registered_config(a)))
     rows.insert(len(rows) - 1, {"artifact": AO_EAGER, "format": "peer", "runtime": None, "quant": "int8 dynamic",
                                 "file_mb": None, "random_weights": random_weights, "peer": True})
     ref_of[AO_EAGER] = base

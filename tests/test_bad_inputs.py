@@ -186,7 +186,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("agreement-above-one", lambda c: _export(c, "--min-agreement", "1.5"), "--min-agreement must be between 0 and 1 (got 1.5)", 2),
     ("cosine-negative", lambda c: _export(c, "--min-cosine", "-0.1"), "--min-cosine must be between 0 and 1 (got -0.1)", 2),
     ("sensitive-float-negative", lambda c: _export(c, "--sensitive-float", "-1"), "--sensitive-float must be between 0 and 1000", 2),
-    ("threads-zero", lambda c: ["bench", "--threads", "0", "--out", c.out], "Invalid value for '--threads': 0 is not in the range x>=1", 2),
+    ("threads-zero", lambda c: ["bench", "--threads", "0", "--out", c.out], "--threads '0': use a positive count or a comma list", 2),
+    ("threads-garbage", lambda c: ["bench", "--threads", "1,many", "--out", c.out], "--threads '1,many'", 2),
     ("unknown-quant", lambda c: _export(c, "--quant", "int4"), "Invalid value for '--quant': 'int4' is not one of", 2),
     # calibration sets
     ("calib-is-eval-folder", lambda c: _export(c, "--quant", "int8", "--scheme", "static", "--calib-data", c.images),

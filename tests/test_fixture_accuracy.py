@@ -1,7 +1,7 @@
 """Accuracy on real labelled images through the whole loop, on the shared trained fixture.
 
-The bench run evaluates 10,000 real Fashion-MNIST test images three times (eager, ONNX fp32, ONNX int8;
-its eager row is the check of the documented accuracy), hence the ``slow`` mark; it runs in CI all the same.
+The bench run evaluates 10,000 real Fashion-MNIST test images twice (eager -- the check of the documented
+accuracy -- and ONNX fp32 through onnxruntime), hence the ``slow`` mark; it runs in CI all the same.
 """
 
 import json
@@ -9,7 +9,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import edgeclip
 from edgeclip.cli import main
 
 pytestmark = pytest.mark.slow
@@ -18,21 +17,18 @@ pytestmark = pytest.mark.slow
 def test_cli_export_then_bench_reproduces_fixture_through_onnxruntime(fixture_dir, fixture_metrics, fmnist_spec, tmp_path):
     out = tmp_path / "out"
     runner = CliRunner()
-    for quant in ("none", "int8"):
-        r = runner.invoke(main, ["export", "--model", str(fixture_dir), "--format", "onnx", "--quant", quant,
-                                 "--data", fmnist_spec, "--out", str(out), "--json"], catch_exceptions=False)
-        assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", "--model", str(fixture_dir), "--format", "onnx", "--data", fmnist_spec, "--out", str(out),
+                             "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["bench", "--target", "cpu", "--out", str(out), "--data", fmnist_spec, "--rounds", "2",
                              "--reps", "5", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = {row["artifact"]: row for row in json.loads(r.output)["rows"]}
     eager = rows["tiny_clip_fmnist fp32 eager"]
     fp32 = rows["tiny_clip_fmnist-classifier-onnx-fp32"]
-    int8 = rows["tiny_clip_fmnist-classifier-onnx-int8-dynamic"]
-    for row in (eager, fp32, int8):
+    for row in (eager, fp32):
         assert row["images"] == 10000 and "error" not in row
     assert abs(eager["top1"] - fixture_metrics["top1"]) <= 0.2 and abs(eager["top5"] - fixture_metrics["top5"]) <= 0.2
     assert abs(fp32["top1"] - fixture_metrics["top1"]) <= 0.2      # through ONNX Runtime
     assert fp32["agreement"] >= 99.5                                  # top-1 agreement with eager
-    assert int8["agreement"] >= 98.0 and abs(int8["top1"] - eager["top1"]) <= 0.5
-    assert int8["file_mb"] <= 0.31 * fp32["file_mb"]
+    # int8 on the fixture: tests/test_fixture_int8_matrix.py (every format); the full 10k run: benchmarks/

@@ -1,8 +1,8 @@
 """int8 in every format on the trained fixture: accuracy and agreement with fp32 on real images.
 
 Targets (issue: quantization matrix): dynamic within 0.5 pt of fp32 top-1 and >= 98 % agreement;
-static within 1.0 pt and >= 97 %; int8 file <= 0.30x the fp32 file.  Measured here on the first 2,000
-test images to keep CI short (the full 10k run lives in benchmarks/); slow-marked, runs in CI.
+static within 1.0 pt and >= 97 %; int8 file <= 0.30x the fp32 file.  Measured here on the first 1,000
+test images to keep CI short (agreement to 0.1 pt) (the full 10k run lives in benchmarks/); slow-marked, runs in CI.
 """
 
 import pytest
@@ -11,7 +11,7 @@ import edgeclip
 from edgeclip.benchmarks.timing import TimingConfig
 
 pytestmark = pytest.mark.slow
-N = 2000
+N = 1000
 
 
 @pytest.fixture(scope="module")
