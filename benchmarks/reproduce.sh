@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the measured tables in benchmarks/README.md (about 25 minutes on a 2-core CPU).
+# Regenerate the measured CPU / mobile tables in benchmarks/README.md (about 35 minutes on a 2-core CPU;
+# the CUDA tables: benchmarks/reproduce_cuda.sh on a GPU machine).
 # Needs ../shared (the trained tiny_clip_fmnist fixture and Fashion-MNIST). Run from the repository root,
 # with the machine otherwise idle: all variants are timed interleaved in one run, but a busy machine
 # still widens p90.
@@ -23,3 +24,10 @@ edgeclip export $V --format all --quant int8 --scheme static --backend fbgemm --
 edgeclip export $V --format ptl --quant int8 --backend qnnpack > /dev/null
 edgeclip bench --out "$W/vitb32" --peers --threads "$THREADS" --limit 64 --rounds 10 --reps 5 --batch 16 \
   --report-dir benchmarks/results/vitb32_cpu
+
+# 3. Mobile profile: the fixture as phones would run it (XNNPACK .pte, qnnpack .ptl), batch 1, 1/2/4 threads.
+M="--model $FIX --out $W/mobile --json"
+edgeclip export $M --format pte > /dev/null
+edgeclip export $M --format pte --quant int8 > /dev/null
+edgeclip export $M --format ptl --quant int8 --backend qnnpack > /dev/null
+edgeclip bench --out "$W/mobile" --target mobile --limit 2000 --rounds 10 --reps 10 --report-dir benchmarks/results/fixture_mobile

@@ -164,3 +164,21 @@ def test_static_calibration_errors(tiny_clip_dir, tiny_images, tiny_calib_images
         edgeclip.export(str(tiny_clip_dir), quant="int8", scheme="static", data=tiny_images, calib_data=tiny_calib_images,
                         calib_size=3, keep_float=("no_such_node",), sensitive_float=0, out=str(tmp_path))
     assert not any(p for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+
+
+def test_disk_full_mid_write_leaves_nothing(tiny_clip_dir, tiny_images, tmp_path, monkeypatch):
+    """ENOSPC while the model file is being written: one clear line, no artifact, no temp files."""
+    import errno
+
+    import edgeclip.exporter.export as ex
+
+    real = ex.PRODUCERS["onnx"]
+
+    def fill_disk(subject, recipe, stage):
+        real(subject, recipe, stage)
+        (stage / "model.onnx").write_bytes((stage / "model.onnx").read_bytes()[:100])   # half-written ...
+        raise OSError(errno.ENOSPC, "No space left on device")                          # ... then the disk is full
+    monkeypatch.setitem(ex.PRODUCERS, "onnx", fill_disk)
+    with pytest.raises(EdgeclipError, match="disk full while writing .*free space or pass another --out \\(nothing was written\\)"):
+        edgeclip.export(str(tiny_clip_dir), data=tiny_images, out=str(tmp_path), verify_size=6)
+    assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
