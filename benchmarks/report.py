@@ -78,8 +78,9 @@ def markdown(report: dict) -> str:
         notes.append(f"Mobile profile: {report['mobile_profile']}.")
     if report.get("rows") and any(r.get("peak_rss_mb") for r in report["rows"]):
         notes.append("Peak RSS: of a process that imported only that row's runtime, loaded the model and served batch-1 "
-                     "calls (one process per row, measured before the accuracy pass); the runtime's imports alone take "
-                     f"{_base_rss(report, 'onnx')} MB for onnxruntime, {_base_rss(report, 'torch')} MB for torch-based rows.")
+                     "calls (one process per row, measured before the accuracy pass); before loading, the imports took "
+                     f"{_base_rss(report)}. ExecuTorch's and the lite interpreter's Python bindings load torch with the "
+                     "model (an app embedding their C++ runtimes does not).")
     if report.get("recommendation"):
         notes.append(f"**Recommendation**: {report['recommendation']}.")
     if report.get("skipped_cpu_artifacts"):
@@ -89,10 +90,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-def _base_rss(report: dict, family: str) -> str:
-    vals = [r["rss_base_mb"] for r in report["rows"] if r.get("rss_base_mb")
-            and (str(r.get("runtime", "")).startswith("onnxruntime") == (family == "onnx"))]
-    return f"{min(vals):.0f}" if vals else "-"
+def _base_rss(report: dict) -> str:
+    by_runtime: dict[str, float] = {}
+    for r in report["rows"]:
+        if r.get("rss_base_mb") and r.get("runtime"):
+            by_runtime[r["runtime"]] = min(by_runtime.get(r["runtime"], 1e9), r["rss_base_mb"])
+    return ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(by_runtime.items())) or "-"
 
 
 def write_report(report: dict, folder: Path) -> list[Path]:
