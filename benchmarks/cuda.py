@@ -14,6 +14,7 @@ device synchronise, so a median is the wall time a caller waits.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -190,8 +191,6 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
                 if not cuda_provider_available():
                     row["skipped"] = "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)"
                     continue
-            import time
-
             t0 = time.perf_counter()
             sess = load_session(a, 1)
             row["load_s"] = time.perf_counter() - t0
