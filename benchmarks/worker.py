@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -202,29 +202,45 @@ class WorkerFailed(Exception):
 
 
 class Worker:
-    """The parent's handle on one child process; every call has a deadline."""
+    """The parent's handle on one child process; every call has a deadline.
+
+    The child is ``python -m edgeclip.benchmarks.worker FD`` rather than a multiprocessing ``spawn``:
+    spawn re-imports the caller's ``__main__``, so a user script calling ``edgeclip.bench(...)`` at top level
+    (no ``if __name__ == "__main__"`` guard) would re-run itself in every worker.  The protocol runs over an
+    inherited socket, so nothing a library prints on stdout can corrupt it."""
 
     def __init__(self, subject: Subject, timeout_s: float):
-        ctx = mp.get_context("spawn")   # a clean interpreter: no torch threads or CUDA state inherited
+        import subprocess
+        import sys
+
         self.subject, self.timeout_s = subject, timeout_s
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, subject), daemon=True, name=f"edgeclip-bench-{subject.name}")
-        self.proc.start()
+        self.conn, child = mp.Pipe()
+        fd = child.fileno()
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeclip.benchmarks.worker", str(fd)], pass_fds=(fd,),
+                                     stdin=subprocess.DEVNULL)
         child.close()
+        self.conn.send(asdict(subject))
         self.dead: str | None = None
 
     def call(self, cmd: str, **arg):
         if self.dead:
             raise WorkerFailed(self.dead)
-        self.conn.send((cmd, arg))
-        if not self.conn.poll(self.timeout_s):
+        try:
+            self.conn.send((cmd, arg))
+            ready = self.conn.poll(self.timeout_s)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            ready = True    # the child is gone; recv below reports how
+        if not ready:
             self.kill(f"timed out after {self.timeout_s:g} s in '{cmd}' (runtime hung?); the rest of the report is unaffected")
             raise WorkerFailed(self.dead)
         try:
             status, value = self.conn.recv()
-        except (EOFError, ConnectionResetError):
-            self.proc.join(5)
-            self.kill(f"the runtime crashed in '{cmd}' (process exit code {self.proc.exitcode})")
+        except (EOFError, ConnectionResetError, OSError):
+            try:
+                self.proc.wait(5)
+            except Exception:
+                pass
+            self.kill(f"the runtime crashed in '{cmd}' (process exit code {self.proc.returncode})")
             raise WorkerFailed(self.dead) from None
         if status == "error":
             raise WorkerFailed(value)
@@ -232,17 +248,35 @@ class Worker:
 
     def kill(self, reason: str) -> None:
         self.dead = reason
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.join(5)
+            self.proc.wait(5)
 
     def close(self) -> None:
-        if self.proc.is_alive() and not self.dead:
+        if self.proc.poll() is None and not self.dead:
             try:
                 self.conn.send(("exit", None))
-                self.proc.join(10)
-            except (BrokenPipeError, OSError):
+                self.proc.wait(10)
+            except Exception:
                 pass
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.join(5)
+            self.proc.wait(5)
+        self.conn.close()
+
+
+def _child_main(fd: int) -> None:
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    try:
+        subject = Subject(**conn.recv())
+    except EOFError:
+        return
+    worker_main(conn, subject)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child_main(int(sys.argv[1]))

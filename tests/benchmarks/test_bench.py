@@ -131,3 +131,19 @@ def test_pareto_front():
 def test_mobile_target_needs_mobile_artifacts(out, tiny_images):
     with pytest.raises(edgeclip.EdgeclipError, match="no mobile artifacts"):
         edgeclip.bench(out, data=tiny_images, target="mobile")
+
+
+def test_bench_from_a_script_without_main_guard(out, tiny_images, tmp_path):
+    """Workers must not re-run the caller's script (multiprocessing spawn would, and break)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import edgeclip\n"
+        f"rep = edgeclip.bench({str(out)!r}, data={tiny_images!r}, threads=1,\n"
+        "                     timing=edgeclip.TimingConfig(warmup=1, rounds=1, reps_per_round=1, throughput_batch=2))\n"
+        "print('ROWS', sum('latency_ms_median' in r for r in rep['rows']))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ROWS 3" in r.stdout and r.stdout.count("ROWS") == 1
