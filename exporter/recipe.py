@@ -142,8 +142,11 @@ class ExportRecipe:
             why = (f"{r.quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; "
                    ".pte targets CPU/mobile delegates (XNNPACK)")
         elif r.quant == "bf16" and fmt == "onnx":
-            why = "onnxruntime's bf16 kernel coverage is partial (LayerNormalization, Softmax, ...), so bf16 ONNX is not offered"
-        elif backend == "cuda" or (r.quant in HALF and fmt == "ptl"):
+            why = ("bf16 ONNX is not offered (onnxruntime's bf16 kernel coverage is partial and its CPU EP cannot run the "
+                   "file to verify it)")
+        elif r.quant in HALF and fmt == "ptl":
+            why = f"{r.quant} .ptl runs on CUDA, so its backend is cuda (qnnpack / fbgemm / x86 are int8 CPU engines)"
+        elif backend == "cuda":
             why = "the cuda backend builds fp16/bf16 TorchScript-lite only"
         else:
             why = "this combination is not available"
