@@ -216,8 +216,12 @@ class Worker:
         self.subject, self.timeout_s = subject, timeout_s
         self.conn, child = mp.Pipe()
         fd = child.fileno()
+        try:    # whatever a runtime prints goes to stderr: stdout may be the caller's --json output
+            out = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, "-m", "edgeclip.benchmarks.worker", str(fd)], pass_fds=(fd,),
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, stdout=out)
         child.close()
         self.conn.send(asdict(subject))
         self.dead: str | None = None
