@@ -139,6 +139,7 @@ def gpu_peak_mb(session: CudaSession, x: torch.Tensor) -> float:
 def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progress: bool) -> tuple[list[dict], dict]:
     """Rows for every eager variant of each artifact family's fp32 model and every CUDA artifact."""
     from edgeclip.benchmarks.accuracy import accuracy_metrics
+    from edgeclip.benchmarks.harness import _artifact_row
     from edgeclip.benchmarks.timing import time_interleaved
     from edgeclip.models.preprocess import Preprocess
     from edgeclip.pipeline import _bar, _baseline, _baseline_key, _check_label_match, _images, _run_all
@@ -176,10 +177,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
                         row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
                     rows.append(row)
                 baselines[key] = f"{model} fp32 eager"
-        row = {"artifact": a.name, "format": a.format, "runtime": None,
-               "quant": (a.manifest.get("quantization") or {}).get("dtype", "fp32"),
-               "file_mb": a.file.stat().st_size / 1e6 if a.file.is_file() else None,
-               "random_weights": a.manifest.get("random_weights", False)}
+        row = _artifact_row(a)
         rows.append(row)
         try:
             if a.manifest.get("task") != "classifier":
