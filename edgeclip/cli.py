@@ -70,6 +70,54 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out) or ("onnx",)
 
 
+COMPRESS_FLAGS = ("svd_ratio", "svd_energy", "svd_rank", "svd_tower", "svd_layers", "svd_blocks", "svd_aware", "prune_blocks",
+                  "mlp_keep", "heads_keep", "prune_score", "prune_tower", "sparsity", "sparsity_scope", "token_keep",
+                  "token_blocks", "heal_steps", "heal_lr", "heal_batch", "heal_images")
+
+
+def compress_options(f):
+    """The compression flags (exporter/compress), shared by every command that builds a model."""
+    opts = [
+        click.option("--svd", "svd_ratio", type=float, default=None,
+                     help="Low-rank factorise Linears keeping this fraction of each layer's parameters (0-1), e.g. 0.5."),
+        click.option("--svd-energy", type=float, default=None, help="...or the smallest rank keeping this fraction of singular-value energy."),
+        click.option("--svd-rank", type=int, default=None, help="...or a fixed rank (refused where it would not save parameters)."),
+        click.option("--svd-tower", default=None, help="vision, text or both [vision]."),
+        click.option("--svd-layers", default=None, help="attn, mlp, all, or attn_in,attn_out,fc1,fc2 [all]."),
+        click.option("--svd-blocks", default=None, help="all, first:N, last:N or indices like 0-3,5 [all]."),
+        click.option("--svd-aware/--no-svd-aware", default=None,
+                     help="Data-aware SVD: whiten by calibration input covariance (needs calibration images) [off]."),
+        click.option("--prune-blocks", multiple=True,
+                     help="Remove transformer blocks: vision:4,5 / text:-1 / vision:auto:2 (greedy by calibration agreement); repeatable."),
+        click.option("--mlp-keep", type=float, default=None, help="Keep this fraction of MLP hidden neurons (physically removed) [1]."),
+        click.option("--heads-keep", type=float, default=None, help="Keep this fraction of attention heads (physically removed) [1]."),
+        click.option("--prune-score", type=click.Choice(["magnitude", "activation"]), default=None,
+                     help="How neurons / heads are ranked [activation: on calibration images]."),
+        click.option("--prune-tower", default=None, help="Tower for --mlp-keep / --heads-keep / --sparsity: vision, text, both [vision]."),
+        click.option("--sparsity", type=float, default=None,
+                     help="Zero this fraction of weights by magnitude (reported: no size or speed gain on dense backends)."),
+        click.option("--sparsity-scope", type=click.Choice(["global", "layer"]), default=None, help="Magnitude threshold scope [global]."),
+        click.option("--token-keep", type=float, default=None,
+                     help="Vision token reduction: keep this fraction of patch tokens at each reduction block (static shapes)."),
+        click.option("--token-blocks", default=None, help="Blocks that reduce tokens, e.g. 4,8 [L/3 and 2L/3]."),
+        click.option("--heal-steps", type=int, default=None, help="Distil the compressed model toward the original for N steps [0: off]."),
+        click.option("--heal-lr", type=float, default=None, help="Healing learning rate [1e-4]."),
+        click.option("--heal-batch", type=int, default=None, help="Healing batch size [64]."),
+        click.option("--heal-images", type=int, default=None, help="Unlabelled calibration images healing trains on [1000]."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
+    """Flag values over a recipe's ``compress`` table; None when nothing asks for compression."""
+    given = {k: kwargs.pop(k) for k in COMPRESS_FLAGS}
+    given["prune_blocks"] = list(given["prune_blocks"]) or None
+    merged = {**(base or {}), **{k: v for k, v in given.items() if v is not None}}
+    return merged or None
+
+
 @main.command()
 @click.option("--model", "-m", default=None, help="edgeclip-fmnist (default), an open_clip name (ViT-B-32), a model folder, or timm:<name>.")
 @click.option("--pretrained", default=None, help="Pretrained tag (openai, laion2b_s34b_b79k; 'hub' for timm), a checkpoint file, or 'none' (random weights).")
@@ -99,14 +147,22 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--name", default=None, help="Artifact folder name [derived from model, format and quantization].")
 @click.option("--recipe", "recipe_file", type=click.Path(), default=None, help="TOML/JSON/YAML recipe; flags override its keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
+@compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
            calib_method, keep_float, sensitive_float, optimize, verify_size,
-           min_agreement, min_cosine, out, name, recipe_file, as_json):
-    """Export a model to verified deployable artifacts (written atomically with manifest.json)."""
+           min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
+    """Export a model to verified deployable artifacts (written atomically with manifest.json).
+
+    \b
+    Compression passes run first, then quantization, e.g.:
+      edgeclip export --svd 0.5 --svd-aware --prune-blocks text:auto:1 --quant int8 --format all
+    """
     from edgeclip.exporter.recipe import ExportRecipe
 
     recipe = ExportRecipe.from_file(recipe_file) if recipe_file else ExportRecipe()
-    flags = {"model": model, "pretrained": pretrained, "task": task, "quant": quant, "scheme": scheme, "backend": backend,
+    base = recipe.to_dict().get("compress")
+    flags = {"compress": compress_dict(base, compress_flags),
+             "model": model, "pretrained": pretrained, "task": task, "quant": quant, "scheme": scheme, "backend": backend,
              "target": target, "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
@@ -130,11 +186,34 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
     click.echo(_table(rows, [("artifact", "artifact", "{}"), ("format", "format", "{}"), ("quant", "quant", "{}"),
                              ("mb", "size MB", "{:.2f}"), ("cos", "cosine vs fp32", "{:.5f}"),
                              ("agree", "top-1 agree %", "{:.2f}"), ("inputs", "verified on", "{}")]))
+    comp = arts[0].manifest.get("compression") if arts else None
+    if comp:
+        click.echo(compression_summary(comp))
     if any(a.manifest.get("random_weights") for a in arts):
         click.echo("Note: random weights: numbers prove plumbing and timing only, not accuracy.")
     if any(a.manifest.get("target") == "cuda" and a.manifest["fidelity"].get("device") != "cuda" for a in arts):
         click.echo("Note: no GPU here, so the CUDA artifacts were verified on the CPU (same precision, slower); "
                    "'edgeclip verify' on the GPU machine re-checks them there.")
+
+
+def compression_summary(c: dict) -> str:
+    """Two lines: what compression removed, and what it cost against the uncompressed model."""
+    pct, before, after = c["params_removed_pct"], c["params_before"], c["params_after"]
+    parts = [f"{t} {before[t] / 1e6:.2f}M -> {after[t] / 1e6:.2f}M params (-{pct[t]:.1f}%)" for t in ("vision", "text") if before.get(t)]
+    if c.get("flops_removed_pct"):
+        parts.append(", ".join(f"{t} FLOPs -{v:.1f}%" for t, v in c["flops_removed_pct"].items()))
+    lines = ["Compression: " + "; ".join(parts) + f" ({', '.join(p['name'] for p in c['passes'])})"]
+    v = c.get("vs_uncompressed") or {}
+    if v:
+        cost = f"compressed eager model vs uncompressed on {v['inputs']}: cosine {v['mean_cosine']:.4f}"
+        if v.get("top1_agreement") is not None:
+            cost += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
+        if v.get("top1_compressed") is not None:
+            cost += f", top-1 {v['top1_uncompressed']:.2f}% -> {v['top1_compressed']:.2f}%"
+        lines.append(cost + " (the table above is each file vs the compressed model)")
+    for p in c["passes"]:
+        lines += [f"Note ({p['name']}): {n}" for n in p.get("notes", [])]
+    return "\n".join(lines)
 
 
 @main.command(name="eval")
@@ -261,6 +340,50 @@ def verify(artifacts, data, verify_size, threads, as_json):
                                  ("inputs", "on", "{}"), ("result", "result", "{}")]))
     if not all(r["passed"] for r in results):
         sys.exit(3)
+
+
+@main.command()
+@click.option("--model", "-m", default="edgeclip-fmnist", show_default=True, help="Model spec, as for export.")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file (trained weights: a random model measures nothing).")
+@click.option("--data", default="fashion-mnist", show_default=True, help="Labelled test set accuracy is measured on.")
+@click.option("--calib-data", default=None, help="Calibration images for the activation-aware series [the --data train split].")
+@click.option("--calib-size", type=int, default=256, show_default=True, help="Calibration images for the activation-aware series.")
+@click.option("--series", "series", multiple=True,
+              help="Series to run (repeat or comma-separate) [all]: svd-vision-layers, svd-vision-ratio, svd-vision-aware, "
+                   "svd-attn-vision, svd-attn-text, blocks-text-last, blocks-text-first, blocks-vision-last, blocks-vision-first.")
+@click.option("--eval-size", type=int, default=2000, show_default=True, help="Test images per point (0: the whole split).")
+@click.option("--rounds", type=int, default=10, show_default=True, help="Interleaved timing rounds per series.")
+@click.option("--out", "-o", default="sweep", show_default=True, help="Folder for sweep.json and the PNG plots.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, rounds, out, as_json):
+    """Compression sensitivity study: accuracy (and latency) as SVD rank, layer count and removed blocks vary.
+
+    Writes sweep.json, sweep_accuracy_vs_params.png and sweep_accuracy_vs_latency.png into --out.
+    """
+    from edgeclip.benchmarks.timing import TimingConfig
+    from edgeclip.pipeline import sweep as run_sweep
+
+    if rounds < 1:
+        raise EdgeclipError(f"--rounds must be positive (got {rounds})")
+    report = run_sweep(model, pretrained=pretrained, data=data, calib_data=calib_data, calib_size=calib_size,
+                       series=[s.strip() for v in series for s in v.split(",") if s.strip()] or None,
+                       eval_size=eval_size or None, out=out, timing=TimingConfig(warmup=5, rounds=rounds, reps_per_round=5),
+                       progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    b = report["baseline"]
+    rows = [{"series": "uncompressed", "x": "-", "top1": b["top1"], "agree": 100.0, "vision": 0.0, "text": 0.0}]
+    for p in report["points"]:
+        rows.append({"series": p["series"], "x": f"{p['x']:g}", "top1": p.get("top1"), "agree": p.get("agreement"),
+                     "vision": (p.get("params_removed_pct") or {}).get("vision"), "text": (p.get("params_removed_pct") or {}).get("text"),
+                     "lat": p.get("latency_ms_median"), "speed": p.get("speedup_vs_uncompressed"), "err": p.get("error", "")})
+    click.echo(_table(rows, [("series", "series", "{}"), ("x", "ratio/count", "{}"), ("top1", "top-1 %", "{:.2f}"),
+                             ("agree", "agree %", "{:.2f}"), ("vision", "vision -%", "{:.1f}"), ("text", "text -%", "{:.1f}"),
+                             ("lat", "latency ms", "{:.3f}"), ("speed", "speed-up", "{:.2f}x"), ("err", "", "{}")]))
+    for f in report["findings"]:
+        click.echo(f"- {f}")
+    click.echo(f"{report['environment']['threads']} threads; {report['data']}. Wrote {', '.join(report['files'])}")
 
 
 @main.command()

@@ -19,6 +19,7 @@ import torch
 
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.atomic import prepare_out_dir
+from edgeclip.exporter.compress.config import CompressRecipe
 from edgeclip.exporter.export import ExportSubject, write_artifact
 from edgeclip.exporter.manifest import Artifact, find_artifacts, open_artifact
 from edgeclip.exporter.recipe import ExportRecipe
@@ -69,13 +70,18 @@ class Prepared:
     tokenizer_info: dict | None = None
     templates: list[str] | None = None
     prompt_names: list[str] | None = None
+    compression: dict | None = None           # the compression report, when passes ran
+    uncompressed: torch.nn.Module | None = None   # the same wrapper around the uncompressed model, to measure the cost
 
 
 def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretrained: str | None = None,
             data: LabeledImages | None = None, labels: Sequence[str] | None = None,
             preprocess: Preprocess | None = None, templates: Sequence[str] | None = None,
-            model_kwargs: dict | None = None) -> Prepared:
-    """Load (or accept) a model and wrap it for ``task``: classifier, image-encoder or text-encoder."""
+            model_kwargs: dict | None = None, compress: CompressRecipe | None = None,
+            calib: LabeledImages | None = None, calib_size: int = 256, progress: bool = False) -> Prepared:
+    """Load (or accept) a model, compress it if ``compress`` asks to, and wrap it for ``task``: classifier,
+    image-encoder or text-encoder.  ``calib`` feeds the data-aware passes (a train split, never ``data``)."""
+    compress = compress if compress is not None and compress.active else None
     if isinstance(model, torch.nn.Module):
         pre = preprocess or getattr(model, "preprocess", None)
         if task != "text-encoder" and not isinstance(pre, Preprocess):
@@ -83,24 +89,95 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
         classes = list(labels) if labels is not None else list(getattr(model, "classes", None) or (data.classes if data else []))
         if task == "classifier":
             check_labels(classes, "labels")
-        return Prepared(model.eval(), task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
-                        bool(getattr(model, "random_weights", False)))
+        module, report, original = model.eval(), None, None
+        if compress is not None:
+            module, report = compress_model(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress, calib_size),
+                                            _flop_inputs(pre, None))
+            original = model.eval()
+        return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
+                        bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original)
     loaded: LoadedModel = load_model(model, pretrained, **(model_kwargs or {}))
     templates = list(templates) if templates else None
+    prompt_names = (data.prompt_names if labels is None and data is not None else None)
+    classes = list(labels) if labels is not None else (data.classes if data else None)
+    if task == "classifier" and classes:
+        check_labels(classes, "labels")
+    report, original = None, None
+    if compress is not None:
+        if task == "text-encoder" and any(t != "text" for t in _compressed_towers(compress)):
+            raise EdgeclipError("this compression changes the vision tower, which a text-encoder export does not contain; "
+                                "use --svd-tower text / --prune-blocks text:... / --prune-tower text")
+        calibration = _calibration(compress, calib, loaded.preprocess, loaded, (classes, prompt_names, templates), progress,
+                                   calib_size)
+        original = loaded.model
+        compressed, report = compress_model(loaded.model, compress, calibration, _flop_inputs(loaded.preprocess, loaded))
+        loaded = replace(loaded, model=compressed)
     if task == "classifier":
-        classes = list(labels) if labels is not None else (data.classes if data else None)
-        prompt_names = None
-        if labels is None and data is not None:
-            prompt_names = data.prompt_names
-        module = loaded.classifier(check_labels(classes, "labels") if classes else None, prompt_names, templates)
+        module = loaded.classifier(classes, prompt_names, templates)
         classes = module.classes
     elif task == "image-encoder":
         module, classes = loaded.image_encoder(), []
     else:
         module, classes = loaded.text_encoder(), []
+    uncompressed = None
+    if original is not None:
+        base = replace(loaded, model=original)
+        uncompressed = (base.classifier(classes, prompt_names, templates) if task == "classifier" else
+                        base.image_encoder() if task == "image-encoder" else base.text_encoder())
     return Prepared(module, task, loaded.preprocess if task != "text-encoder" else None, list(classes), loaded.source,
                     loaded.random_weights, loaded.tokenizer, loaded.tokenizer_info,
-                    templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names)
+                    templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names,
+                    compression=report, uncompressed=uncompressed)
+
+
+def _compressed_towers(c: CompressRecipe) -> set[str]:
+    out = {b.tower for b in c.blocks()}
+    for cfg in (c.svd(), c.structured(), c.sparse()):
+        if cfg is not None:
+            out.update(cfg.towers)
+    if c.tokens() or c.heal():
+        out.add("vision")
+    return out
+
+
+def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One image-shaped input and one caption: FLOPs do not depend on the values."""
+    size = pre.size if pre is not None else 224
+    caption = loaded.tokenizer(["a photo of a thing."]) if loaded is not None and loaded.tokenizer is not None else None
+    return torch.zeros(1, 3, size, size), caption
+
+
+def _calibration(c: CompressRecipe, calib: LabeledImages | None, pre: Preprocess | None, loaded: LoadedModel | None,
+                 zero_shot: tuple | None, progress: bool, score_size: int):
+    """The ``Calibration`` the data-aware passes need (None when no pass looks at data)."""
+    from edgeclip.exporter.compress import Calibration
+    from edgeclip.models.wrappers import DEFAULT_TEMPLATES, zero_shot_head
+
+    if not c.needs_calibration:
+        return None
+    if calib is None:
+        raise EdgeclipError("this compression looks at data (activation scores, --svd-aware, auto block choice or healing); "
+                            "pass --calib-data SPEC (a train split or folder), or --data so its train split is used")
+    with _bar(progress, len(calib), "preprocess calibration images") as bar:
+        images = calib.tensors(pre, bar.update if bar else None)
+    captions, head = None, None
+    if loaded is not None and loaded.family == "open_clip":
+        classes, prompt_names, templates = zero_shot
+        names = prompt_names or classes or loaded.prompt_names or loaded.classes
+        temps = templates or loaded.templates or DEFAULT_TEMPLATES
+        if names:
+            captions = loaded.tokenizer([t.format(c=n) for n in names for t in temps])
+            head = lambda clip: zero_shot_head(clip, loaded.tokenizer, names, temps).weight.detach()  # noqa: E731
+    score = images
+    if len(images) > score_size:   # scores and statistics use calib_size of them; healing trains on all
+        score = images[np.sort(np.random.default_rng(0).choice(len(images), score_size, replace=False))]
+    return Calibration(score, captions, head, f"{calib.name} {calib.split} ({len(score)} images)", train_images=images)
+
+
+def compress_model(model: torch.nn.Module, c: CompressRecipe, calibration, flop_inputs) -> tuple[torch.nn.Module, dict]:
+    from edgeclip.exporter.compress import compress
+
+    return compress(model, c, calibration, flop_inputs)
 
 
 def _captions(prep: Prepared, data: LabeledImages | None) -> list[str]:
@@ -151,6 +228,21 @@ def _calibration_images(prep_task: str, recipe: ExportRecipe) -> LabeledImages |
     return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)
 
 
+def _compression_images(recipe: ExportRecipe) -> LabeledImages | None:
+    """Images for the data-aware compression passes (same source rules as static int8 calibration);
+    healing gets ``heal_images`` of them, the other passes ``calib_size``."""
+    from edgeclip.models.datasets import load_calibration
+
+    c = recipe.compress
+    if c is None or not c.needs_calibration or recipe.task == "text-encoder" and not c.heal():
+        return None
+    spec = recipe.calib_data or recipe.data
+    if spec is None:
+        raise EdgeclipError("data-aware compression needs calibration images; pass --calib-data SPEC (a train split or a folder)")
+    size = max(recipe.calib_size, c.heal_images if c.heal() else 0)
+    return load_calibration(spec, size, eval_spec=recipe.data)
+
+
 def _attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRecipe, calib: LabeledImages | None,
                         data: LabeledImages | None, progress: bool) -> None:
     if prep.task == "text-encoder":
@@ -161,6 +253,24 @@ def _attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRe
     with _bar(progress, len(calib), "preprocess calibration images") as bar:
         subject.calib_inputs = calib.tensors(prep.preprocess, bar.update if bar else None).numpy()
     subject.calib_desc = f"{calib.name} {calib.split} ({len(calib)} images, stratified, seed 0)"
+
+
+def _compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages | None) -> dict:
+    """How far the compressed eager model is from the uncompressed one on the verification inputs
+    (and their top-1 accuracy when those are labelled images): the artifact is verified against the
+    compressed model, so this is where the cost of compression itself is recorded."""
+    from edgeclip.exporter.fidelity import compare
+
+    with torch.inference_mode():
+        x = torch.from_numpy(subject.verify_inputs)
+        before = torch.cat([prep.uncompressed(x[i:i + 256]) for i in range(0, len(x), 256)]).float().numpy()
+    after = subject.reference_outputs()
+    out = compare(before, after, subject.verify_desc, subject.classification).to_dict()
+    if subject.classification and data is not None and subject.task != "text-encoder":
+        labels = np.asarray(data.take(len(x)).labels)
+        out["top1_uncompressed"] = round(100 * float((before.argmax(-1) == labels).mean()), 2)
+        out["top1_compressed"] = round(100 * float((after.argmax(-1) == labels).mean()), 2)
+    return out
 
 
 def export(model: str | torch.nn.Module | None = None, example_input: torch.Tensor | None = None,
@@ -176,10 +286,14 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     data = load_dataset(recipe.data, "test") if recipe.data else None
     calib = _calibration_images(recipe.task, recipe)
     prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
-                   data=data, labels=labels, preprocess=preprocess, templates=recipe.templates, model_kwargs=model_kwargs)
+                   data=data, labels=labels, preprocess=preprocess, templates=recipe.templates, model_kwargs=model_kwargs,
+                   compress=recipe.compress, calib=_compression_images(recipe), calib_size=recipe.calib_size,
+                   progress=progress)
     if isinstance(model, torch.nn.Module):
         recipe = replace(recipe, model=prep.source["model"])
     subject = _subject(prep, data, recipe.verify_size, example_input, progress)
+    if prep.compression is not None:
+        subject.compression = {**prep.compression, "vs_uncompressed": _compression_cost(prep, subject, data)}
     if recipe.scheme == "static":
         _attach_calibration(subject, prep, recipe, calib, data, progress)
     artifacts = []
@@ -189,6 +303,50 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
             if bar:
                 bar.update(1)
     return artifacts
+
+
+# ------------------------------------------------------------------------------------------ sweep
+
+def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data: str = "fashion-mnist",
+          calib_data: str | None = None, calib_size: int = 256, series: Sequence[str] | None = None,
+          eval_size: int | None = 2000, out: str | Path = "sweep", timing=None, templates: Sequence[str] | None = None,
+          progress: bool = False) -> dict:
+    """The compression sensitivity study (benchmarks/sweep.py): writes sweep.json and two PNGs into ``out``."""
+    from edgeclip.benchmarks.sweep import SERIES, run_sweep, series_points, write_report
+    from edgeclip.benchmarks.timing import TimingConfig
+    from edgeclip.exporter.compress.structure import towers
+    from edgeclip.models.datasets import load_calibration
+
+    series = tuple(series or SERIES)
+    for s in series:
+        if s not in SERIES:
+            raise EdgeclipError(f"unknown sweep series {s!r}; use one of {', '.join(SERIES)}")
+    if eval_size is not None and eval_size < 1:
+        raise EdgeclipError(f"--eval-size must be positive (got {eval_size}); omit it to use the whole test split")
+    out = prepare_out_dir(Path(out))
+    ds = load_dataset(data, "test")
+    calib = load_calibration(calib_data or data, calib_size, eval_spec=data) if any("aware" in s for s in series) else None
+    loaded = load_model(model, pretrained)
+    if loaded.random_weights:
+        raise EdgeclipError("a sensitivity sweep of random weights measures nothing; pass trained weights (--pretrained)")
+    sub = ds.take(eval_size)
+    with _bar(progress, len(sub), f"preprocess {ds.name}") as bar:
+        images = sub.tensors(loaded.preprocess, bar.update if bar else None)
+    classes, prompt_names = ds.classes, ds.prompt_names
+    temps = list(templates) if templates else None
+    calibration = None
+    if calib is not None:
+        probe = CompressRecipe(svd_ratio=0.5, svd_aware=True)
+        calibration = _calibration(probe, calib, loaded.preprocess, loaded, (classes, prompt_names, temps), progress, calib_size)
+    ts = towers(loaded.model)
+    total = sum(len(series_points(s, len(ts["vision"].blocks), len(ts["text"].blocks) if "text" in ts else 0))
+                for s in series if "text" not in s or "text" in ts)
+    with _bar(progress, total, "sweep") as bar:
+        report = run_sweep(loaded, sub, series, images, np.asarray(sub.labels), classes, prompt_names, temps,
+                           timing or TimingConfig(warmup=5, rounds=10, reps_per_round=5),
+                           bar.update if bar else None, calibration)
+    report["files"] = [str(p) for p in write_report(report, out)]
+    return report
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -266,7 +424,7 @@ def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_s
     r = m.get("recipe") or {}
     spec = data or r.get("data")
     ds = load_dataset(spec, "test") if spec else None
-    prep = _baseline(a, ds)
+    prep = _baseline(a, ds, compressed=True)
     if prep is None:
         result.update(passed=True, fidelity=None, note="integrity only: the artifact came from a user module, which edgeclip "
                                                        "cannot rebuild; re-run edgeclip.export(module, ...) to re-measure fidelity")
@@ -297,15 +455,22 @@ def _baseline_key(a: Artifact) -> str:
                        r.get("templates")], sort_keys=True, default=str)
 
 
-def _baseline(a: Artifact, data: LabeledImages) -> Prepared | None:
-    """The fp32 eager model an artifact came from, rebuilt from its manifest (None for user modules)."""
+def _baseline(a: Artifact, data: LabeledImages, compressed: bool = False) -> Prepared | None:
+    """The fp32 eager model an artifact came from, rebuilt from its manifest (None for user modules).
+    ``compressed``: with the artifact's compression passes re-run (what ``verify`` compares against);
+    otherwise the uncompressed model (what ``bench`` reports accuracy and agreement against)."""
     src = a.manifest.get("source") or {}
     if str(src.get("model", "")).startswith("user module"):
         return None
     r = a.manifest.get("recipe", {})
     export_data = load_dataset(r["data"], "test") if r.get("data") else data
+    compress, calib = None, None
+    if compressed and r.get("compress"):
+        recipe = ExportRecipe.from_dict(r).validated()
+        compress, calib = recipe.compress, _compression_images(recipe)
     return prepare(src["model"], task=a.manifest["task"], pretrained=src.get("pretrained"), data=export_data,
-                   templates=r.get("templates"), model_kwargs=src.get("kwargs") or None)
+                   templates=r.get("templates"), model_kwargs=src.get("kwargs") or None, compress=compress, calib=calib,
+                   calib_size=r.get("calib_size") or 256)
 
 
 def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",

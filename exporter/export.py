@@ -50,6 +50,7 @@ class ExportSubject:
     calib_inputs: np.ndarray | None = field(default=None, repr=False)   # for static int8; never the eval split
     calib_desc: str | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
+    compression: dict | None = None    # what the compression passes removed and what it cost vs the uncompressed model
 
     @property
     def example(self) -> torch.Tensor:
@@ -75,6 +76,8 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
     quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
     backend = recipe.backend_for(fmt)
     suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend == "portable" else ""
+    if recipe.compress is not None:
+        suffix += f"-{recipe.compress.tag()}"
     return f"{model}-{subject.task}-{fmt}-{quant}{suffix}"
 
 
@@ -188,6 +191,7 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             "quantization": quant_info,
             "source": subject.source,
             "random_weights": subject.random_weights,
+            "compression": subject.compression,
             "recipe": recipe.to_dict(),
             "fidelity": fid.to_dict(),
             "fidelity_threshold": {"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,

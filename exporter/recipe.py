@@ -14,6 +14,8 @@ from pathlib import Path
 
 from edgeclip.errors import EdgeclipError
 
+from .compress.config import CompressRecipe
+
 FORMATS = ("onnx", "ptl", "pte")
 QUANTS = ("none", "int8", "fp16", "bf16")
 SCHEMES = ("dynamic", "static")
@@ -67,6 +69,7 @@ class ExportRecipe:
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
     min_agreement: float | None = None    # fraction 0..1
+    compress: CompressRecipe | None = None   # passes run before quantization (exporter/compress)
 
     def validated(self) -> "ExportRecipe":
         """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
@@ -101,8 +104,13 @@ class ExportRecipe:
                 raise EdgeclipError(f"--scheme {r.scheme} only applies to --quant int8; drop --scheme or add --quant int8")
         else:
             r.scheme = r.scheme or "dynamic"
-        if r.calib_data is not None and r.scheme != "static":
-            raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static; drop it for dynamic or float exports")
+        if isinstance(r.compress, dict):
+            r.compress = CompressRecipe.from_dict(r.compress)
+        if r.compress is not None:
+            r.compress = r.compress.validated() if r.compress.active else None
+        if r.calib_data is not None and r.scheme != "static" and not (r.compress and r.compress.needs_calibration):
+            raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static and data-aware compression; "
+                                "drop it for dynamic or float exports")
         if r.calib_method not in ("minmax", "entropy", "percentile"):
             raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy or percentile")
         if not (0 <= r.sensitive_float <= 1000):
@@ -159,6 +167,7 @@ class ExportRecipe:
         d = asdict(self)
         d["formats"] = list(self.formats) if self.formats else None
         d["keep_float"] = list(self.keep_float)
+        d["compress"] = self.compress.to_dict() if isinstance(self.compress, CompressRecipe) else self.compress
         return d
 
     @classmethod
@@ -170,6 +179,8 @@ class ExportRecipe:
         d = dict(d)
         if isinstance(d.get("formats"), str):
             d["formats"] = (d["formats"],)
+        if isinstance(d.get("compress"), dict):
+            d["compress"] = CompressRecipe.from_dict(d["compress"])
         return cls(**d)
 
     @classmethod

@@ -226,6 +226,26 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("recipe-missing", lambda c: ["export", "--recipe", c.tmp / "r.toml"], "recipe file", 2),
     ("recipe-bad-syntax", lambda c: _recipe(c, "quant = = int8\n"), "cannot parse recipe", 2),
     ("recipe-unknown-key", lambda c: _recipe(c, 'quantt = "int8"\n'), "unknown recipe keys quantt", 2),
+    # compression: ratios, ranks, block indices and keep rates (refused before any file is written)
+    ("svd-ratio-out-of-range", lambda c: _export(c, "--svd", "1.5"), "--svd must be a fraction of each layer's parameters", 2),
+    ("svd-two-rules", lambda c: _export(c, "--svd", "0.5", "--svd-rank", "4"), "give one of --svd, --svd-energy, --svd-rank", 2),
+    ("svd-rank-saves-nothing", lambda c: _export(c, "--svd-rank", "1000"), "SVD would compress nothing (rank 64 of a", 2),
+    ("svd-block-out-of-range", lambda c: _export(c, "--svd", "0.5", "--svd-blocks", "7"),
+     "--svd-blocks: block 7 does not exist; the tower has 2 blocks", 2),
+    ("svd-unknown-tower", lambda c: _export(c, "--svd", "0.5", "--svd-tower", "audio"), "--svd-tower 'audio' is not a tower", 2),
+    ("prune-block-out-of-range", lambda c: _export(c, "--prune-blocks", "vision:5"),
+     "block 5 does not exist; the vision tower has 2 blocks", 2),
+    ("prune-every-block", lambda c: _export(c, "--prune-blocks", "vision:0,1"), "would remove all 2 blocks of the vision tower", 2),
+    ("prune-blocks-bad-spec", lambda c: _export(c, "--prune-blocks", "vision"), "use TOWER:INDICES (vision:4,5)", 2),
+    ("mlp-keep-zero", lambda c: _export(c, "--mlp-keep", "0"), "--mlp-keep is the fraction kept", 2),
+    ("token-keep-out-of-range", lambda c: _export(c, "--token-keep", "1.5"), "--token-keep is the fraction of patch tokens kept", 2),
+    ("token-block-out-of-range", lambda c: _export(c, "--token-keep", "0.5", "--token-blocks", "9"),
+     "--token-blocks: block 9 does not exist; the vision tower has 2 blocks", 2),
+    ("sparsity-out-of-range", lambda c: _export(c, "--sparsity", "1"), "--sparsity is the fraction of weights zeroed", 2),
+    ("heal-without-compression", lambda c: _export(c, "--heal-steps", "10"), "--heal-steps heals a compressed model", 2),
+    ("vision-pass-on-text-export", lambda c: _export(c, "--task", "text-encoder", "--svd", "0.5"),
+     "this compression changes the vision tower, which a text-encoder export does not contain", 2),
+    ("sweep-unknown-series", lambda c: ["sweep", "--series", "svd-everything", "--out", c.out], "unknown sweep series 'svd-everything'", 2),
 ]
 
 

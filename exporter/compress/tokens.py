@@ -1,0 +1,92 @@
+"""Training-free token reduction for the vision tower, with static shapes.
+
+At chosen blocks, after attention, only the patch tokens the class token attends to most are kept
+(averaged over heads, as in EViT's inattentive-token dropping, without its fine-tuning); the class /
+register tokens always stay.  The keep count is fixed when the model is built (``ceil(keep * tokens)``),
+so ``topk`` + ``gather`` have static shapes and the model exports to ONNX, TorchScript-lite and
+ExecuTorch like any other; every later block, attention and MLP alike, runs on fewer tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from edgeclip.errors import EdgeclipError
+
+from .calibration import Calibration
+from .config import TokenConfig
+from .report import PassReport, n_params
+from .structure import convert_attention, family, image_tokens, tower
+
+PARTS = {  # family -> (norm1, attn, scale1, norm2, mlp, scale2) attribute names of a block
+    "open_clip": ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2"),
+    "timm": ("norm1", "attn", "ls1", "norm2", "mlp", "ls2"),
+}
+
+
+class TokenDropBlock(nn.Module):
+    """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention."""
+
+    def __init__(self, block: nn.Module, fam: str, keep: int, prefix: int):
+        super().__init__()
+        n1, at, s1, n2, mlp, s2 = PARTS[fam]
+        self.norm1, self.attn, self.norm2, self.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
+        self.scale1, self.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
+        self.in_proj = self.attn.in_proj if hasattr(self.attn, "in_proj") else self.attn.qkv
+        self.out_proj = self.attn.out_proj if hasattr(self.attn, "out_proj") else self.attn.proj
+        self.keep, self.prefix = keep, prefix
+
+    def forward(self, x: torch.Tensor, attn_mask=None, **_):
+        b, n, _d = x.shape
+        h, hd = self.attn.num_heads, self.attn.head_dim
+        q, k, v = self.in_proj(self.norm1(x)).reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q * hd ** -0.5) @ k.transpose(-2, -1)).softmax(-1)          # explicit: the CLS row is the score
+        o = (attn @ v).transpose(1, 2).reshape(b, n, h * hd)
+        x = x + self.scale1(self.out_proj(o))
+        score = attn[:, :, 0, self.prefix:].mean(1)                           # [B, patches]
+        idx = score.topk(self.keep, dim=-1).indices    # order is irrelevant: attention is permutation-equivariant and positions are already added
+        patches = torch.gather(x[:, self.prefix:], 1, idx.unsqueeze(-1).expand(b, self.keep, x.shape[-1]))
+        x = torch.cat([x[:, :self.prefix], patches], dim=1)
+        return x + self.scale2(self.mlp(self.norm2(x)))
+
+
+def default_blocks(n: int) -> tuple[int, ...]:
+    return tuple(sorted({max(1, n // 3), max(1, 2 * n // 3)}))
+
+
+def apply(model: nn.Module, cfg: TokenConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
+    model = convert_attention(copy.deepcopy(model))
+    fam = family(model)
+    t = tower(model, "vision")
+    if fam == "timm" and (getattr(t.owner, "attn_pool", None) is not None or getattr(t.owner, "global_pool", "token") not in ("token", "avg")):
+        raise EdgeclipError("token reduction needs class-token or average pooling; this timm model pools otherwise")
+    if fam == "open_clip" and getattr(model.visual, "attn_pool", None) is not None:
+        raise EdgeclipError("token reduction is not available for open_clip towers with attentional pooling")
+    blocks = list(t.blocks)
+    n = len(blocks)
+    where = cfg.blocks if cfg.blocks is not None else default_blocks(n)
+    for i in where:
+        if not 0 <= i < n:
+            raise EdgeclipError(f"--token-blocks: block {i} does not exist; the vision tower has {n} blocks (0-{n - 1})")
+    if any(isinstance(b, TokenDropBlock) for b in blocks):
+        raise EdgeclipError("token reduction was already applied to this model")
+    patches, prefix = image_tokens(model)
+    before = n_params(model)
+    report = PassReport("tokens", before, before, extra={"keep_rate": cfg.keep, "blocks": list(where),
+                                                         "method": "drop the least class-attended patch tokens"})
+    for i in sorted(set(where)):
+        keep = max(1, math.ceil(cfg.keep * patches))
+        if keep >= patches:
+            report.skipped.append({"block": i, "why": f"keep rate {cfg.keep} keeps all {patches} tokens"})
+            continue
+        blocks[i] = TokenDropBlock(blocks[i], fam, keep, prefix)
+        report.layers.append({"block": i, "tokens_before": patches + prefix, "tokens_after": keep + prefix})
+        patches = keep
+    t.set_blocks(blocks)
+    report.extra["tokens_at_output"] = patches + prefix
+    report.params_after = n_params(model)
+    return model, report
