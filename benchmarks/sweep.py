@@ -170,17 +170,21 @@ def findings(base: dict, points: list[dict]) -> list[str]:
         for p in few:   # compare with the many-layer point closest in vision params
             q = min(many, key=lambda m: abs(m["params"]["vision"] - p["params"]["vision"]))
             wins.append(q["top1"] - p["top1"])
-        out.append(f"low ratio on many layers vs high ratio on few (nearest vision-param match, {len(wins)} pairs): "
-                   f"many-layer SVD is {'better' if np.mean(wins) > 0 else 'not better'} by {np.mean(wins):+.2f} pt on average "
+        mean = float(np.mean(wins))
+        verdict = "holds" if mean > 0.25 else "does not hold (the reverse)" if mean < -0.25 else "is a tie here (within 0.25 pt)"
+        out.append(f"'a low ratio on many layers beats a high ratio on few' {verdict}: many-layer minus few-layer top-1 at the "
+                   f"nearest vision-parameter match is {mean:+.2f} pt on average over {len(wins)} pairs "
                    f"(range {min(wins):+.2f} .. {max(wins):+.2f})")
     v, t = _at(points, "svd-attn-vision"), _at(points, "svd-attn-text")
     if v and t:
         dv = {p["x"]: base["top1"] - p["top1"] for p in v}
         dt = {p["x"]: base["top1"] - p["top1"] for p in t}
         common = sorted(set(dv) & set(dt), reverse=True)
+        vision_better = [r for r in common if dv[r] < dt[r]]
         out.append("attention low-rank, top-1 drop by ratio (vision / text): " +
                    ", ".join(f"{r:g}: {dv[r]:.2f} / {dt[r]:.2f}" for r in common) +
-                   f" -> vision attention tolerates low rank {'better' if sum(dv.values()) < sum(dt.values()) else 'worse'} than text")
+                   f" -> vision attention is the more tolerant at {len(vision_better)} of {len(common)} ratios"
+                   + (f" ({', '.join(f'{r:g}' for r in vision_better)})" if vision_better else ""))
     for end in ("last", "first"):
         tb = _at(points, f"blocks-text-{end}")
         if tb:

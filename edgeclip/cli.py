@@ -373,7 +373,9 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
         click.echo(json.dumps(report, indent=2))
         return
     b = report["baseline"]
-    rows = [{"series": "uncompressed", "x": "-", "top1": b["top1"], "agree": 100.0, "vision": 0.0, "text": 0.0}]
+    base_lat = [p["baseline_latency_ms_median"] for p in report["points"] if "baseline_latency_ms_median" in p]
+    rows = [{"series": "uncompressed", "x": "-", "top1": b["top1"], "agree": 100.0, "vision": 0.0, "text": 0.0,
+             "lat": sorted(base_lat)[len(base_lat) // 2] if base_lat else None, "speed": 1.0 if base_lat else None}]
     for p in report["points"]:
         rows.append({"series": p["series"], "x": f"{p['x']:g}", "top1": p.get("top1"), "agree": p.get("agreement"),
                      "vision": (p.get("params_removed_pct") or {}).get("vision"), "text": (p.get("params_removed_pct") or {}).get("text"),

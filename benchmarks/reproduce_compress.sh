@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate the compression numbers in benchmarks/README.md (about 40 minutes on a 2-core CPU).
+# Needs ../shared (the trained tiny_clip_fmnist fixture and Fashion-MNIST). Run from the repository root on an
+# otherwise idle machine (latencies are interleaved, but a busy machine still widens them).
+set -euo pipefail
+FIX=${FIXTURE:-../shared/fixtures/tiny_clip_fmnist}
+W=${WORK:-/tmp/edgeclip-compress}
+THREADS=${THREADS:-2}
+rm -rf "$W"; mkdir -p "$W" benchmarks/results
+
+# 1. The sensitivity study: every series, all 10,000 test images per point.
+edgeclip sweep --model "$FIX" --eval-size 0 --out benchmarks/results/fixture_sweep --json > /dev/null
+
+# 2. The target recipe: two vision blocks chosen greedily on calibration images, healed by distillation,
+#    then int8 in every format; beside it the uncompressed int8 artifacts, all measured in one bench run.
+C="--prune-blocks vision:auto:2 --heal-steps 200"
+edgeclip export --model "$FIX" --format all --quant int8 --backend fbgemm --out "$W/target" --json > /dev/null
+edgeclip export --model "$FIX" --format all --quant int8 --backend fbgemm $C --out "$W/target" --json > "$W/target.json"
+edgeclip export --model "$FIX" --format onnx $C --out "$W/target" --json > /dev/null
+edgeclip bench --out "$W/target" --threads "$THREADS" --rounds 10 --reps 10 --report-dir benchmarks/results/fixture_compressed
