@@ -7,6 +7,7 @@ Series (each a list of compression recipes applied to the same loaded model):
 * ``svd-vision-aware``   -- the same with activation-aware SVD (does whitening beat plain SVD at equal rank?)
 * ``svd-attn-vision`` / ``svd-attn-text`` -- attention projections only, one tower at a time, ratio varied
 * ``blocks-{text,vision}-{last,first}`` -- remove k blocks from one end, k = 1..L-1
+* ``tokens-vision``      -- training-free token reduction at blocks L/3 and 2L/3, keep rate varied
 
 "ratio" is the fraction of each factorised layer's parameters *kept*.  Accuracy is zero-shot top-1 of the
 eager fp32 model on real labelled images; latency is eager batch-1 median over interleaved rounds,
@@ -33,6 +34,7 @@ from edgeclip.exporter.compress.config import CompressRecipe
 SCHEMA = "edgeclip.sweep/1"
 RATIOS = (0.75, 0.5, 0.35, 0.25, 0.15, 0.1)
 FIXED_RATIO = 0.25
+TOKEN_KEEPS = (0.9, 0.7, 0.5, 0.3)
 
 
 @dataclass
@@ -51,6 +53,8 @@ def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ra
     if name.startswith("svd-attn-"):
         tower = name.rsplit("-", 1)[1]
         return [Point(name, r, CompressRecipe(svd_ratio=r, svd_layers="attn", svd_tower=tower), tower) for r in ratios]
+    if name == "tokens-vision":
+        return [Point(name, k, CompressRecipe(token_keep=k), "vision") for k in TOKEN_KEEPS]
     if name.startswith("blocks-"):
         _, tower, end = name.split("-")
         n = n_vision if tower == "vision" else n_text
@@ -63,7 +67,7 @@ def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ra
 
 
 SERIES = ("svd-vision-layers", "svd-vision-ratio", "svd-vision-aware", "svd-attn-vision", "svd-attn-text",
-          "blocks-text-last", "blocks-text-first", "blocks-vision-last", "blocks-vision-first")
+          "blocks-text-last", "blocks-text-first", "blocks-vision-last", "blocks-vision-first", "tokens-vision")
 
 
 class _Eager:

@@ -350,7 +350,8 @@ def verify(artifacts, data, verify_size, threads, as_json):
 @click.option("--calib-size", type=int, default=256, show_default=True, help="Calibration images for the activation-aware series.")
 @click.option("--series", "series", multiple=True,
               help="Series to run (repeat or comma-separate) [all]: svd-vision-layers, svd-vision-ratio, svd-vision-aware, "
-                   "svd-attn-vision, svd-attn-text, blocks-text-last, blocks-text-first, blocks-vision-last, blocks-vision-first.")
+                   "svd-attn-vision, svd-attn-text, blocks-text-last, blocks-text-first, blocks-vision-last, blocks-vision-first, "
+                   "tokens-vision.")
 @click.option("--eval-size", type=int, default=2000, show_default=True, help="Test images per point (0: the whole split).")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Interleaved timing rounds per series.")
 @click.option("--out", "-o", default="sweep", show_default=True, help="Folder for sweep.json and the PNG plots.")

@@ -234,7 +234,7 @@ def _compression_images(recipe: ExportRecipe) -> LabeledImages | None:
     from edgeclip.models.datasets import load_calibration
 
     c = recipe.compress
-    if c is None or not c.needs_calibration or recipe.task == "text-encoder" and not c.heal():
+    if c is None or not c.needs_calibration:
         return None
     spec = recipe.calib_data or recipe.data
     if spec is None:

@@ -171,7 +171,8 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
                                   threshold.min_top1_agreement if recipe.min_agreement is None else recipe.min_agreement)
         failures = threshold.failures(fid, subject.random_weights)
         if failures:
-            raise FidelityError(f"{name} not written: {'; '.join(failures)} vs eager fp32 on {fid.inputs}; "
+            ref = "the compressed eager fp32 model" if subject.compression else "eager fp32"
+            raise FidelityError(f"{name} not written: {'; '.join(failures)} vs {ref} on {fid.inputs}; "
                                 "use a milder quantization (e.g. --quant none) or check the model")
         out_shape = ["batch", *outputs.shape[1:]]
         manifest = {

@@ -52,3 +52,24 @@ def test_compress_runs_passes_in_order_and_summarises(clip, calib):
     assert report["params_after"]["text"] < report["params_before"]["text"]
     assert 0 < report["flops_removed_pct"]["vision"] < 100
     assert image_out(model, calib.images[:2]).shape == image_out(clip, calib.images[:2]).shape
+
+
+def test_every_pass_on_a_timm_vit():
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, depth=3,
+                            num_heads=2, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = vit(x)
+    from edgeclip.exporter.compress import Calibration
+
+    recipe = CompressRecipe(prune_blocks=["vision:auto:1"], heads_keep=0.5, mlp_keep=0.5, svd_ratio=0.5, token_keep=0.5,
+                            heal_steps=2, heal_batch=4)
+    model, report = compress(vit, recipe, Calibration(torch.randn(16, 3, 32, 32)))
+    assert [p["name"] for p in report["passes"]] == ["prune-blocks:vision", "structured", "svd", "tokens", "heal"]
+    assert report["params_after"]["vision"] < 0.6 * report["params_before"]["vision"]
+    assert model.blocks[0].attn.num_heads == 1 and model.blocks[0].attn.attn_dim == 32
+    with torch.no_grad():
+        assert model(x).shape == ref.shape
