@@ -19,7 +19,7 @@ import torch
 
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.atomic import prepare_out_dir
-from edgeclip.exporter.compress.config import CompressRecipe
+from edgeclip.exporter.compress import Calibration, CompressRecipe, compress as run_passes
 from edgeclip.exporter.export import ExportSubject, write_artifact
 from edgeclip.exporter.manifest import Artifact, find_artifacts, open_artifact
 from edgeclip.exporter.recipe import ExportRecipe
@@ -91,7 +91,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
             check_labels(classes, "labels")
         module, report, original = model.eval(), None, None
         if compress is not None:
-            module, report = compress_model(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress, calib_size),
+            module, report = run_passes(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress, calib_size),
                                             _flop_inputs(pre, None))
             original = model.eval()
         return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
@@ -110,7 +110,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
         calibration = _calibration(compress, calib, loaded.preprocess, loaded, (classes, prompt_names, templates), progress,
                                    calib_size)
         original = loaded.model
-        compressed, report = compress_model(loaded.model, compress, calibration, _flop_inputs(loaded.preprocess, loaded))
+        compressed, report = run_passes(loaded.model, compress, calibration, _flop_inputs(loaded.preprocess, loaded))
         loaded = replace(loaded, model=compressed)
     if task == "classifier":
         module = loaded.classifier(classes, prompt_names, templates)
@@ -150,7 +150,6 @@ def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[to
 def _calibration(c: CompressRecipe, calib: LabeledImages | None, pre: Preprocess | None, loaded: LoadedModel | None,
                  zero_shot: tuple | None, progress: bool, score_size: int):
     """The ``Calibration`` the data-aware passes need (None when no pass looks at data)."""
-    from edgeclip.exporter.compress import Calibration
     from edgeclip.models.wrappers import DEFAULT_TEMPLATES, zero_shot_head
 
     if not c.needs_calibration:
@@ -172,12 +171,6 @@ def _calibration(c: CompressRecipe, calib: LabeledImages | None, pre: Preprocess
     if len(images) > score_size:   # scores and statistics use calib_size of them; healing trains on all
         score = images[np.sort(np.random.default_rng(0).choice(len(images), score_size, replace=False))]
     return Calibration(score, captions, head, f"{calib.name} {calib.split} ({len(score)} images)", train_images=images)
-
-
-def compress_model(model: torch.nn.Module, c: CompressRecipe, calibration, flop_inputs) -> tuple[torch.nn.Module, dict]:
-    from edgeclip.exporter.compress import compress
-
-    return compress(model, c, calibration, flop_inputs)
 
 
 def _captions(prep: Prepared, data: LabeledImages | None) -> list[str]:

@@ -7,7 +7,7 @@ from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.compress import blocks, sparsity, structured
 from edgeclip.exporter.compress.config import BlockPruneConfig, SparsityConfig, StructuredConfig
 
-from conftest import image_out, n_params
+from compress_fixtures import calib, clip, image_out, n_params  # noqa: F401  (fixtures)
 
 
 def test_drop_blocks_by_index(clip):

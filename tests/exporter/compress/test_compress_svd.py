@@ -7,7 +7,7 @@ from edgeclip.exporter.compress import svd
 from edgeclip.exporter.compress.config import SvdConfig
 from edgeclip.exporter.compress.structure import CompressibleAttention, convert_attention
 
-from conftest import image_out, n_params
+from compress_fixtures import calib, clip, image_out, n_params  # noqa: F401  (fixtures)
 
 
 def test_attention_rewrite_is_the_same_function(clip):

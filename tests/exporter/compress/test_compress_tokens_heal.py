@@ -10,7 +10,7 @@ from edgeclip.exporter.compress import compress, heal, tokens
 from edgeclip.exporter.compress.config import CompressRecipe, HealConfig, TokenConfig
 from edgeclip.exporter.compress.structure import convert_attention
 
-from conftest import image_out
+from compress_fixtures import calib, clip, image_out  # noqa: F401  (fixtures)
 
 
 def test_token_drop_block_without_dropping_is_the_same_block(clip):

@@ -1,4 +1,5 @@
-"""A tiny random CLIP (3 vision blocks with 2 heads, 2 text blocks, width <= 64) and a calibration set for it."""
+"""Fixtures for the compression tests (imported by each test module: a conftest.py here would shadow
+tests/conftest.py, which other tests import by name).  A tiny random CLIP (3 vision blocks with 2 heads, 2 text blocks, width <= 64) and a calibration set for it."""
 
 from __future__ import annotations
 
