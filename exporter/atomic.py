@@ -20,22 +20,28 @@ from typing import Iterator
 from edgeclip.errors import EdgeclipError
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM would kill the process without running ``finally`` blocks; make it unwind instead."""
+def _signals_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM would kill the process without running ``finally`` blocks, so make it unwind like Ctrl-C; and
+    remember every SIGINT / SIGTERM, so an interrupt that some library's bare ``except:`` swallowed still stops
+    the publish.  A signal the user's shell ignores (``nohup``, background jobs ignore SIGINT) stays ignored."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
     try:
-        old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(sig) is not signal.SIG_IGN}
     except ValueError:  # not in the main thread: leave signals alone
-        yield
+        yield received
         return
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def prepare_out_dir(out_dir: Path) -> Path:
@@ -59,8 +65,10 @@ def staged_dir(final: Path) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the published folder should not be
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt() as received:
             yield stage
+            if received:   # interrupted, even if something on the way swallowed the KeyboardInterrupt
+                raise KeyboardInterrupt(f"signal {received[0]}")
             _swap_into_place(stage, final)
     except OSError as e:
         if e.errno == 28:  # ENOSPC

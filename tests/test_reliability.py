@@ -30,8 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # a child of a background job inherits SIGINT as ignored (and Python then never raises KeyboardInterrupt):
+    # give the CLI the default disposition a user's terminal gives it
     return subprocess.Popen([sys.executable, "-m", "edgeclip.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _staging(out: Path) -> list[Path]:

@@ -74,3 +74,16 @@ def test_half_defaults_to_cuda_target_and_cuda_backend():
     assert r.target == "cuda" and r.formats == ("onnx", "ptl") and r.backend_for("ptl") == "cuda"
     assert ExportRecipe(quant="bf16", formats=("all",)).validated().formats == ("ptl",)
     assert ExportRecipe().validated().target == "cpu"
+
+
+def test_compress_table_round_trips_and_allows_calibration_data(tmp_path):
+    from edgeclip.exporter.compress.config import CompressRecipe
+    from edgeclip.exporter.recipe import ExportRecipe
+
+    p = tmp_path / "r.toml"
+    p.write_text('quant = "int8"\ncalib_data = "fashion-mnist"\n[compress]\nprune_blocks = "vision:auto:2"\nheal_steps = 500\n')
+    r = ExportRecipe.from_file(p).validated()
+    assert isinstance(r.compress, CompressRecipe) and r.compress.blocks()[0].auto == 2 and r.compress.needs_calibration
+    again = ExportRecipe.from_dict(r.to_dict()).validated()
+    assert again.compress == r.compress and again.compress.tag() == r.compress.tag()
+    assert ExportRecipe(compress=CompressRecipe()).validated().compress is None     # nothing asked: no compression
