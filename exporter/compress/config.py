@@ -128,9 +128,9 @@ class HealConfig:
 def parse_block_spec(spec: str) -> BlockPruneConfig:
     """``vision:4,5`` | ``text:-1`` | ``vision:auto:2``"""
     tower, _, rest = str(spec).partition(":")
-    (tower,) = towers_of(tower, "--prune-blocks") if tower.strip().lower() != "both" else (None,)
-    if tower is None or not rest:
-        raise EdgeclipError(f"--prune-blocks {spec!r}: use TOWER:INDICES (vision:4,5) or TOWER:auto:N (text:auto:2)")
+    tower = tower.strip().lower()
+    if tower not in TOWERS or not rest:
+        raise EdgeclipError(f"--prune-blocks {spec!r}: use TOWER:INDICES (vision:4,5) or TOWER:auto:N (text:auto:2), TOWER being vision or text")
     if rest.startswith("auto:"):
         try:
             n = int(rest[5:])

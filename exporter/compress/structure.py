@@ -120,10 +120,6 @@ def tower_params(model: nn.Module) -> dict[str, int]:
     return {"vision": vision, "text": total - vision - scalars, "total": total}
 
 
-def attention_of(block: nn.Module) -> nn.Module:
-    return block.attn
-
-
 def convert_attention(model: nn.Module) -> nn.Module:
     """Replace open_clip's ``nn.MultiheadAttention`` in every tower block by ``CompressibleAttention`` (in place)."""
     for t in towers(model).values():
