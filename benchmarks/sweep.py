@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -70,6 +70,17 @@ SERIES = ("svd-vision-layers", "svd-vision-ratio", "svd-vision-aware", "svd-attn
           "blocks-text-last", "blocks-text-first", "blocks-vision-last", "blocks-vision-first", "tokens-vision")
 
 
+def plan(model, series: tuple[str, ...]) -> tuple[dict[str, list[Point]], list[str]]:
+    """The points of each series this model can run, and the series it cannot (text series without a text tower)."""
+    from edgeclip.exporter.compress.structure import towers
+
+    ts = towers(model)
+    n_vision = len(ts["vision"].blocks) if "vision" in ts else 0
+    n_text = len(ts["text"].blocks) if "text" in ts else 0
+    skipped = [s for s in series if "text" in s and not n_text]
+    return {s: series_points(s, n_vision, n_text) for s in series if s not in skipped}, skipped
+
+
 class _Eager:
     def __init__(self, module):
         self.module = module
@@ -85,14 +96,9 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
     """Evaluate every point of every series; returns the report dict (schema ``edgeclip.sweep/1``)."""
     from edgeclip.benchmarks.timing import time_interleaved
     from edgeclip.exporter.compress import compress
-    from edgeclip.exporter.compress.structure import tower_flops, tower_params, towers
-    from dataclasses import replace
+    from edgeclip.exporter.compress.structure import tower_flops, tower_params
 
-    ts = towers(loaded.model)
-    n_vision = len(ts["vision"].blocks) if "vision" in ts else 0
-    n_text = len(ts["text"].blocks) if "text" in ts else 0
-    skipped = [s for s in series if "text" in s and not n_text]
-    series = tuple(s for s in series if s not in skipped)
+    planned, skipped = plan(loaded.model, series)
     base_clf = loaded.classifier(classes, prompt_names, templates)
     image = eval_images[:1]
     caption = loaded.tokenizer(["a photo of a thing."]) if loaded.tokenizer is not None else None
@@ -113,8 +119,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
             "flops": tower_flops(loaded.model, image, caption)}
     points: list[dict] = []
     one = eval_images[:1].numpy()
-    for name in series:
-        pts = series_points(name, n_vision, n_text)
+    for name, pts in planned.items():
         sessions = {"baseline": (_Eager(base_clf), one, None)}
         rows = []
         for p in pts:

@@ -104,7 +104,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
         check_labels(classes, "labels")
     report, original = None, None
     if compress is not None:
-        if task == "text-encoder" and any(t != "text" for t in _compressed_towers(compress)):
+        if task == "text-encoder" and compress.towers_touched() - {"text"}:
             raise EdgeclipError("this compression changes the vision tower, which a text-encoder export does not contain; "
                                 "use --svd-tower text / --prune-blocks text:... / --prune-tower text")
         calibration = _calibration(compress, calib, loaded.preprocess, loaded, (classes, prompt_names, templates), progress,
@@ -130,16 +130,6 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
                     compression=report, uncompressed=uncompressed)
 
 
-def _compressed_towers(c: CompressRecipe) -> set[str]:
-    out = {b.tower for b in c.blocks()}
-    for cfg in (c.svd(), c.structured(), c.sparse()):
-        if cfg is not None:
-            out.update(cfg.towers)
-    if c.tokens() or c.heal():
-        out.add("vision")
-    return out
-
-
 def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One image-shaped input and one caption: FLOPs do not depend on the values."""
     size = pre.size if pre is not None else 224
@@ -150,13 +140,20 @@ def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[to
 def _calibration(c: CompressRecipe, calib: LabeledImages | None, pre: Preprocess | None, loaded: LoadedModel | None,
                  zero_shot: tuple | None, progress: bool, score_size: int):
     """The ``Calibration`` the data-aware passes need (None when no pass looks at data)."""
-    from edgeclip.models.wrappers import DEFAULT_TEMPLATES, zero_shot_head
-
     if not c.needs_calibration:
         return None
     if calib is None:
         raise EdgeclipError("this compression looks at data (activation scores, --svd-aware, auto block choice or healing); "
                             "pass --calib-data SPEC (a train split or folder), or --data so its train split is used")
+    return _build_calibration(calib, pre, loaded, zero_shot, progress, score_size)
+
+
+def _build_calibration(calib: LabeledImages, pre: Preprocess | None, loaded: LoadedModel | None, zero_shot: tuple | None,
+                       progress: bool, score_size: int) -> Calibration:
+    """Preprocessed calibration images (``score_size`` of them for scores and statistics, all for healing),
+    real captions and the zero-shot head builder for a CLIP."""
+    from edgeclip.models.wrappers import DEFAULT_TEMPLATES, zero_shot_head
+
     with _bar(progress, len(calib), "preprocess calibration images") as bar:
         images = calib.tensors(pre, bar.update if bar else None)
     captions, head = None, None
@@ -305,9 +302,8 @@ def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data
           eval_size: int | None = 2000, out: str | Path = "sweep", timing=None, templates: Sequence[str] | None = None,
           progress: bool = False) -> dict:
     """The compression sensitivity study (benchmarks/sweep.py): writes sweep.json and two PNGs into ``out``."""
-    from edgeclip.benchmarks.sweep import SERIES, run_sweep, series_points, write_report
+    from edgeclip.benchmarks.sweep import SERIES, plan, run_sweep, write_report
     from edgeclip.benchmarks.timing import TimingConfig
-    from edgeclip.exporter.compress.structure import towers
     from edgeclip.models.datasets import load_calibration
 
     series = tuple(series or SERIES)
@@ -329,11 +325,8 @@ def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data
     temps = list(templates) if templates else None
     calibration = None
     if calib is not None:
-        probe = CompressRecipe(svd_ratio=0.5, svd_aware=True)
-        calibration = _calibration(probe, calib, loaded.preprocess, loaded, (classes, prompt_names, temps), progress, calib_size)
-    ts = towers(loaded.model)
-    total = sum(len(series_points(s, len(ts["vision"].blocks), len(ts["text"].blocks) if "text" in ts else 0))
-                for s in series if "text" not in s or "text" in ts)
+        calibration = _build_calibration(calib, loaded.preprocess, loaded, (classes, prompt_names, temps), progress, calib_size)
+    total = sum(len(pts) for pts in plan(loaded.model, series)[0].values())
     with _bar(progress, total, "sweep") as bar:
         report = run_sweep(loaded, sub, series, images, np.asarray(sub.labels), classes, prompt_names, temps,
                            timing or TimingConfig(warmup=5, rounds=10, reps_per_round=5),

@@ -209,6 +209,16 @@ class CompressRecipe:
     def heal(self) -> HealConfig | None:
         return HealConfig(self.heal_steps, self.heal_lr, self.heal_batch) if self.heal_steps else None
 
+    def towers_touched(self) -> set[str]:
+        """Which towers the passes change (token reduction and healing work on the vision tower only)."""
+        out = {b.tower for b in self.blocks()}
+        for cfg in (self.svd(), self.structured(), self.sparse()):
+            if cfg is not None:
+                out.update(cfg.towers)
+        if self.tokens() or self.heal():
+            out.add("vision")
+        return out
+
     @property
     def active(self) -> bool:
         return any(x for x in (self.svd(), self.blocks(), self.structured(), self.sparse(), self.tokens(), self.heal()))

@@ -47,26 +47,32 @@ def max_saving_rank(out_f: int, in_f: int) -> int:
     return math.ceil(in_f * out_f / (in_f + out_f)) - 1
 
 
-def choose_rank(s: torch.Tensor, out_f: int, in_f: int, cfg: SvdConfig) -> int:
+def choose_rank(s: torch.Tensor | None, out_f: int, in_f: int, cfg: SvdConfig) -> int:
+    """``s`` (the singular values) is only needed for ``--svd-energy``."""
     if cfg.rank is not None:
-        return min(cfg.rank, len(s))
+        return min(cfg.rank, out_f, in_f)
     if cfg.ratio is not None:
         return max(1, math.floor(cfg.ratio * in_f * out_f / (in_f + out_f)))
     energy = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
     return int(torch.searchsorted(energy, torch.tensor(cfg.energy, dtype=energy.dtype)).item()) + 1
 
 
-def factorise(linear: nn.Linear, rank: int, covariance: torch.Tensor | None = None) -> LowRankLinear:
+def decompose(linear: nn.Linear, covariance: torch.Tensor | None = None):
+    """``(u, s, vh, chol)`` with ``W chol = u diag(s) vh``; ``chol`` is the Cholesky factor of the damped input
+    covariance (data-aware), or None (plain SVD, ``chol`` = identity)."""
     w = linear.weight.detach().double()
     if covariance is None:
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
-        down_w = vh[:rank]
-    else:
-        c = covariance.double()
-        c = c + (1e-5 * c.diagonal().mean().clamp_min(1e-12)) * torch.eye(len(c), dtype=c.dtype)  # damping: rank-deficient X
-        chol = torch.linalg.cholesky(c)                    # X^T X = L L^T
-        u, s, vh = torch.linalg.svd(w @ chol, full_matrices=False)
-        down_w = torch.linalg.solve_triangular(chol, vh[:rank], upper=False, left=False)  # V_r^T L^{-1}
+        return (*torch.linalg.svd(w, full_matrices=False), None)
+    c = covariance.double()
+    c = c + (1e-5 * c.diagonal().mean().clamp_min(1e-12)) * torch.eye(len(c), dtype=c.dtype)  # damping: rank-deficient X
+    chol = torch.linalg.cholesky(c)                    # X^T X = L L^T
+    return (*torch.linalg.svd(w @ chol, full_matrices=False), chol)
+
+
+def factorise(linear: nn.Linear, rank: int, covariance: torch.Tensor | None = None,
+              decomposition=None) -> LowRankLinear:
+    u, s, vh, chol = decomposition if decomposition is not None else decompose(linear, covariance)
+    down_w = vh[:rank] if chol is None else torch.linalg.solve_triangular(chol, vh[:rank], upper=False, left=False)  # V_r^T L^-1
     root = s[:rank].sqrt()
     down = nn.Linear(linear.in_features, rank, bias=False)
     up = nn.Linear(rank, linear.out_features, bias=linear.bias is not None)
@@ -115,16 +121,14 @@ def apply(model: nn.Module, cfg: SvdConfig, calib: Calibration | None = None) ->
             report.skipped.append({"layer": name, "why": f"is a {type(lin).__name__}, not a dense Linear"})
             continue
         out_f, in_f = lin.weight.shape
-        s = torch.linalg.svdvals(lin.weight.detach().double()) if cfg.rank is None and cfg.ratio is None else None
-        if s is not None and cfg.aware:
-            c = covs[name] + 1e-5 * covs[name].diagonal().mean().clamp_min(1e-12) * torch.eye(in_f, dtype=torch.float64)
-            s = torch.linalg.svdvals(lin.weight.detach().double() @ torch.linalg.cholesky(c))
-        rank = choose_rank(s if s is not None else torch.empty(min(out_f, in_f)), out_f, in_f, cfg)
+        # the energy rule needs the (whitened) spectrum first; the others decide the rank from the shape alone
+        dec = decompose(lin, covs.get(name)) if cfg.rank is None and cfg.ratio is None else None
+        rank = choose_rank(dec[1] if dec is not None else None, out_f, in_f, cfg)
         if not saves(rank, out_f, in_f):
             report.skipped.append({"layer": name, "rank": rank, "why": f"rank {rank} of a {out_f}x{in_f} layer would not save "
                                    f"parameters (needs rank <= {max_saving_rank(out_f, in_f)})"})
             continue
-        setattr(parent, attr, factorise(lin, rank, covs.get(name)))
+        setattr(parent, attr, factorise(lin, rank, covs.get(name), dec))
         report.layers.append({"layer": name, "shape": [out_f, in_f], "rank": rank, "params_before": in_f * out_f,
                               "params_after": rank * (in_f + out_f)})
     if not report.layers:
