@@ -246,6 +246,12 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("vision-pass-on-text-export", lambda c: _export(c, "--task", "text-encoder", "--svd", "0.5"),
      "this compression changes the vision tower, which a text-encoder export does not contain", 2),
     ("sweep-unknown-series", lambda c: ["sweep", "--series", "svd-everything", "--out", c.out], "unknown sweep series 'svd-everything'", 2),
+    ("sweep-eval-size-negative", lambda c: ["sweep", "--eval-size", "-5", "--out", c.out], "--eval-size must be positive", 2),
+    ("sweep-rounds-zero", lambda c: ["sweep", "--rounds", "0", "--out", c.out], "--rounds must be positive", 2),
+    ("sweep-random-weights", lambda c: ["sweep", "--model", "ViT-B-32", "--pretrained", "none", "--data", c.images,
+                                        "--series", "blocks-vision-last", "--out", c.out],
+     "a sensitivity sweep of random weights measures nothing", 2),
+    ("heal-steps-negative", lambda c: _export(c, "--svd", "0.5", "--heal-steps", "-1"), "--heal-steps must be >= 0", 2),
 ]
 
 
