@@ -15,24 +15,65 @@ FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
 
 
 class _Group(click.Group):
-    """Turns user mistakes into one line + exit code; ``--debug`` keeps the traceback."""
+    """Turns user mistakes into one line + exit code (``--debug`` keeps the traceback), and keeps library
+    messages out of the output: one summary line after the command, the raw text with ``--verbose``."""
 
     def invoke(self, ctx):
+        from edgeclip.native_output import captured
+
+        ctx.ensure_object(dict)
+        error: tuple[str, int] | None = None
+        cap = None
         try:
-            return super().invoke(ctx)
-        except EdgeclipError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.secho(f"Error: {e}", fg="red", err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.secho("Interrupted: nothing partial was written.", fg="red", err=True)
-            ctx.exit(130)
+            with captured() as cap:
+                try:
+                    return super().invoke(ctx)
+                except (EdgeclipError, ModuleNotFoundError, KeyboardInterrupt) as e:
+                    if ctx.obj.get("debug") and not isinstance(e, KeyboardInterrupt):
+                        raise
+                    error = _user_error(e)
+        finally:   # once the capture has ended, so these lines reach the real stderr
+            _report(ctx, cap, error)
+        ctx.exit(error[1])
+
+
+def _user_error(e: BaseException) -> tuple[str, int]:
+    """(message, exit code) for what a user can fix or chose to stop."""
+    if isinstance(e, KeyboardInterrupt):
+        return "Interrupted: nothing partial was written.", 130
+    if isinstance(e, ModuleNotFoundError):   # an optional dependency this command needs is not installed
+        from edgeclip.errors import missing_dependency
+
+        return f"Error: {missing_dependency(e.name or str(e))}", 2
+    return f"Error: {e}", e.exit_code
+
+
+def _report(ctx, cap, error: tuple[str, int] | None) -> None:
+    if cap is None:
+        pass
+    elif ctx.obj.get("verbose") or ctx.obj.get("debug"):
+        for line in cap.lines:
+            click.echo(line, err=True)
+    elif cap.summary():
+        click.secho(f"Note: {cap.summary()}", dim=True, err=True)
+    if error is not None:
+        click.secho(error[0], fg="red", err=True)
+
+
+def _set_verbose(ctx, param, value):
+    if value:
+        ctx.ensure_object(dict)
+        ctx.obj["verbose"] = True
+
+
+verbose_option = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbose,
+                              help="Show the native library messages (torch, ExecuTorch, onnxruntime) instead of a summary line.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="edgeclip")
-@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors (and every library message).")
+@verbose_option
 @click.pass_context
 def main(ctx, debug):
     """Compress, export (.onnx / .ptl / .pte), verify and benchmark CLIP and ViT image models.
@@ -58,7 +99,8 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
             line.append("-" if v is None else fmt.format(v) if not isinstance(v, str) else v)
         cells.append(line)
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    # no padding after the last column: a terminal or a diff should not see trailing spaces
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 
@@ -119,6 +161,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 
 
 @main.command()
+@verbose_option
 @click.option("--model", "-m", default=None, help="edgeclip-fmnist (default), an open_clip name (ViT-B-32), a model folder, or timm:<name>.")
 @click.option("--pretrained", default=None, help="Pretrained tag (openai, laion2b_s34b_b79k; 'hub' for timm), a checkpoint file, or 'none' (random weights).")
 @click.option("--task", type=click.Choice(["classifier", "image-encoder", "text-encoder"]), default=None, help="What to export [classifier].")
@@ -217,6 +260,7 @@ def compression_summary(c: dict) -> str:
 
 
 @main.command(name="eval")
+@verbose_option
 @click.argument("target", required=False, default="edgeclip-fmnist")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint when TARGET is a model name.")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Labelled evaluation set spec.")
@@ -254,6 +298,7 @@ def _threads(value: str | None) -> list[int] | None:
 
 
 @main.command()
+@verbose_option
 @click.argument("artifacts", nargs=-1, type=click.Path())
 @click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default="cpu", show_default=True,
               help="cpu: every runtime on this CPU; mobile: XNNPACK .pte + qnnpack .ptl at batch 1, 1/2/4 threads; "
@@ -312,18 +357,22 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_
 
 
 @main.command()
+@verbose_option
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option("--data", default=None, help="Labelled set for the check [the one the artifact was exported with].")
 @click.option("--verify-size", type=click.IntRange(min=1), default=None, help="Inputs to compare on [as at export].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def verify(artifacts, data, verify_size, threads, as_json):
-    """Re-check artifacts: sha256 against the manifest, then fidelity against the fp32 model on real inputs.
+    """Re-check artifacts (folders, or a folder of them such as out/): sha256 against the manifest, then fidelity
+    against the fp32 model on real inputs.
 
     Exit 0 when every artifact passes, 2 when a file is missing/tampered, 3 when one misses its fidelity bar."""
+    from edgeclip.exporter.manifest import collect_artifacts
     from edgeclip.pipeline import verify as run_verify
 
-    results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json) for a in artifacts]
+    results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json)
+               for a in collect_artifacts(list(artifacts))]
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -343,6 +392,7 @@ def verify(artifacts, data, verify_size, threads, as_json):
 
 
 @main.command()
+@verbose_option
 @click.option("--model", "-m", default="edgeclip-fmnist", show_default=True, help="Model spec, as for export.")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file (trained weights: a random model measures nothing).")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Labelled test set accuracy is measured on.")
@@ -390,6 +440,7 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
 
 
 @main.command()
+@verbose_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def formats(as_json):
     """Which (format, quant, scheme, backend) combinations exist and what produces each."""

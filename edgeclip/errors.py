@@ -15,3 +15,25 @@ class FidelityError(EdgeclipError):
     """An artifact did not match the eager model closely enough to be written."""
 
     exit_code = 3
+
+
+# Optional packages and the extra that installs each (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {
+    "transformers": "siglip",     # Hugging Face tokenizers of SigLIP / SigLIP2 and other hf-hub text towers
+    "sentencepiece": "siglip",
+    "google.protobuf": "siglip",
+    "yaml": "yaml",               # YAML recipes
+}
+
+
+class MissingDependency(EdgeclipError):
+    """An optional package a feature needs is not installed; the message names the extra that installs it."""
+
+
+def missing_dependency(module: str, needed_for: str | None = None) -> MissingDependency:
+    """The one line for a missing import: which package, what needs it, and the pip command that fixes it."""
+    top = module.split(".")[0]
+    extra = EXTRAS.get(module) or EXTRAS.get(top)
+    fix = f'pip install "edgeclip[{extra}]"' if extra else f"pip install {top}"
+    what = f"{needed_for} needs" if needed_for else "this command needs"
+    return MissingDependency(f"{what} the Python package '{top}', which is not installed; {fix}")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, missing_dependency
 
 from .preprocess import Preprocess
 from .wrappers import DEFAULT_TEMPLATES, ImageClassifier, ImageEncoder, TextEncoder, zero_shot_head
@@ -199,7 +199,7 @@ def _load_open_clip_dir(folder: Path) -> LoadedModel:
     except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
         raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({load_error_detail(e)}); "
                             "the checkpoint must be complete and match the config (same widths, layers and vocab)") from None
-    tokenizer = oc.get_tokenizer(f"local-dir:{folder}")
+    tokenizer = _tokenizer(oc, f"local-dir:{folder}")
     return _finish_open_clip(model, tokenizer, {"model": str(folder.resolve()), "pretrained": None}, False, folder)
 
 
@@ -213,7 +213,10 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
     random_weights = tag.lower() == "none"
     if random_weights:
         with _seeded():
-            model = oc.create_model(name, pretrained=None, **kwargs)
+            try:
+                model = oc.create_model(name, pretrained=None, **kwargs)
+            except ModuleNotFoundError as e:
+                raise missing_dependency(e.name or str(e), name) from None
     elif Path(tag).expanduser().suffix in (".safetensors", ".bin", ".pt", ".pth") or "/" in tag:
         path = Path(tag).expanduser()
         if not path.is_file():
@@ -236,8 +239,21 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
             raise EdgeclipError(
                 f"could not download {name} weights '{tag}' from {where or 'its hub'} ({type(e).__name__}: offline?); "
                 f"download open_clip_model.safetensors on a connected machine and pass --pretrained /path/to/open_clip_model.safetensors") from None
-    tokenizer = oc.get_tokenizer(name)
+    tokenizer = _tokenizer(oc, name)
     return _finish_open_clip(model, tokenizer, {"model": name, "pretrained": tag, "kwargs": kwargs}, random_weights)
+
+
+def _tokenizer(oc, name: str):
+    """open_clip's tokenizer for ``name``; SigLIP-style models use a Hugging Face tokenizer, which needs the
+    ``transformers`` package (an extra) and, the first time, its files from the hub."""
+    try:
+        return oc.get_tokenizer(name)
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e.name or str(e), f"the tokenizer of {name}") from None
+    except Exception as e:  # hub / file errors come in many types
+        raise EdgeclipError(f"could not load the tokenizer of {name} ({type(e).__name__}: offline?); its files come from the "
+                            "Hugging Face hub: run once on a connected machine (they are cached) or point HF_HOME at a "
+                            "cache that has them") from None
 
 
 def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
