@@ -27,6 +27,7 @@ COLUMNS = [  # (key, header, format)
     ("top1", "top-1 %", "{:.2f}"),
     ("top5", "top-5 %", "{:.2f}"),
     ("agreement", "agree %", "{:.2f}"),
+    ("mean_cosine", "cosine vs fp32", "{:.4f}"),
 ]
 
 
@@ -40,8 +41,38 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide int8 / bf16 speed: the same file can be 2x apart between machines of one
+# "kind" (seen: an AMD EPYC without VNNI and an Intel Xeon with AVX-512 VNNI and AMX), so every report says
+# which were present.  x86 names as /proc/cpuinfo "flags" spells them; ARM names from its "Features" line
+# (asimd = NEON, asimddp = dot product, i8mm = int8 matrix multiply, bf16).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+               "asimd", "asimddp", "i8mm", "bf16", "sve")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ``SPEED_FLAGS`` this CPU has, in that order (empty when /proc/cpuinfo cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    have: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            have.update(value.split())
+    return [f for f in SPEED_FLAGS if f in have]
+
+
+def cpu_label(env: dict) -> str:
+    """``AMD EPYC (avx2, avx512_vnni, ...)``: the CPU as every table states it."""
+    flags = env.get("cpu_flags")
+    return f"{env['cpu']} ({', '.join(flags) if flags else 'no int8/bf16 extensions found'})" if flags is not None else env["cpu"]
+
+
 def environment(threads: int) -> dict:
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "machine": platform.machine(), "cores": os.cpu_count(),
+            "threads": threads, "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"), "ort_spinning": "off",
             "versions": library_versions()}
 
@@ -57,19 +88,23 @@ def markdown(report: dict) -> str:
         for key, _, fmt in cols:
             v = row.get(key)
             cells.append("—" if v is None else fmt.format(v))
+        if row.get("note"):
+            cells[0] += " (*)"
+        if row.get("accuracy_note") and "top1" in [c[0] for c in cols]:
+            cells[[c[0] for c in cols].index("top1")] = "n/a (embeddings)"
         if row.get("error"):
             cells[-1] = f"error: {row['error']}"
         elif row.get("skipped"):
             cells[-1] = f"skipped: {row['skipped']}"
         lines.append("| " + " | ".join(cells) + " |")
     env = report["environment"]
-    where = f"{env['threads']} thread(s), {env['cpu']} ({env['cores']} cores)"
+    where = f"{env['threads']} thread(s), {cpu_label(env)}, {env['cores']} cores"
     if report.get("gpu"):
         g = report["gpu"]
         where = f"{g['gpu']} (CUDA {g['cuda']}), inputs resident on the GPU, each call synchronised; host {env['cpu']}"
     sweep = report.get("threads_sweep")
     if sweep and len(sweep) > 1:
-        where = f"threads {', '.join(map(str, sweep))} (one row each), {env['cpu']} ({env['cores']} cores)"
+        where = f"threads {', '.join(map(str, sweep))} (one row each), {cpu_label(env)}, {env['cores']} cores"
     notes = [f"target {report['target']}, {where}; "
              f"batch-1 latency over {report['timing']['rounds']} interleaved rounds x {report['timing']['reps_per_round']} calls "
              f"after {report['timing']['warmup']} warm-up calls; throughput at batch {report['timing']['throughput_batch']}; "
@@ -81,6 +116,13 @@ def markdown(report: dict) -> str:
                      "calls (one process per row, measured before the accuracy pass); before loading, the imports took "
                      f"{_base_rss(report)}. ExecuTorch's and the lite interpreter's Python bindings load torch with the "
                      "model (an app embedding their C++ runtimes does not).")
+    flagged = [r for r in report["rows"] if r.get("note")]
+    for name in dict.fromkeys(f"{r['artifact']} (*): {r['note']}" for r in flagged):
+        notes.append(f"{name}; its latency here says nothing about the CPU it was built for.")
+    if any(r.get("accuracy_note") for r in report["rows"]):
+        notes.append("Encoder rows (image or text embeddings) have no classes to score, so their accuracy columns are empty; "
+                     "their fidelity is the cosine with the fp32 eager encoder on the same inputs (text: real captions, "
+                     "class names x templates).")
     if report.get("recommendation"):
         notes.append(f"**Recommendation**: {report['recommendation']}.")
     if report.get("skipped_cpu_artifacts"):

@@ -156,7 +156,9 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
                     row["speedup_vs_uncompressed"] = round(b / timed[key]["latency_ms_median"], 3)
                     row["baseline_latency_ms_median"] = round(b, 3)
         points += rows
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+    from .report import cpu_flags, cpu_name
+
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
            "timing": {"warmup": timing.warmup, "rounds": timing.rounds, "reps_per_round": timing.reps_per_round},
            "latency": "eager fp32 classifier, batch 1, median; ratios within one series are interleaved in the same rounds"}
     return {"schema": SCHEMA, "model": loaded.source, "data": f"{data.name} {data.split}[:{len(labels)}]",
