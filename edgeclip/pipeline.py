@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,10 +19,10 @@ import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError
-from edgeclip.exporter.atomic import prepare_out_dir
+from edgeclip.exporter.atomic import check_out_dir
 from edgeclip.exporter.compress import Calibration, CompressRecipe, compress as run_passes
 from edgeclip.exporter.export import ExportSubject, write_artifact
-from edgeclip.exporter.manifest import Artifact, find_artifacts, open_artifact
+from edgeclip.exporter.manifest import Artifact, collect_artifacts, open_artifact
 from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, LoadedModel, load_model
@@ -33,7 +34,9 @@ def _bar(progress: bool, total: int, desc: str):
         return nullcontext(None)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True)
+    from edgeclip.native_output import terminal
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True, file=terminal())
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -272,7 +275,7 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     if isinstance(model, str):
         recipe = replace(recipe, model=model)
     recipe = recipe.validated()
-    prepare_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
+    check_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
     data = load_dataset(recipe.data, "test") if recipe.data else None
     calib = _calibration_images(recipe.task, recipe)
     prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
@@ -312,7 +315,7 @@ def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data
             raise EdgeclipError(f"unknown sweep series {s!r}; use one of {', '.join(SERIES)}")
     if eval_size is not None and eval_size < 1:
         raise EdgeclipError(f"--eval-size must be positive (got {eval_size}); omit it to use the whole test split")
-    out = prepare_out_dir(Path(out))
+    out = check_out_dir(Path(out))   # created when the report is written: a failed sweep leaves nothing
     ds = load_dataset(data, "test")
     calib = load_calibration(calib_data or data, calib_size, eval_spec=data) if any("aware" in s for s in series) else None
     loaded = load_model(model, pretrained)
@@ -385,8 +388,10 @@ def evaluate(model: str | torch.nn.Module | Artifact = "edgeclip-fmnist", data: 
 
     x = _images(ds, pre, {}, progress)
     logits = _run_all(session, x, progress, f"evaluate {what}")
+    # figures a person reads: percentages to 2 decimals (88.99, not 88.99000000000001); bench.json keeps full precision
+    metrics = {k: round(v, 2) if isinstance(v, float) else v for k, v in accuracy_metrics(logits, ds.labels).items()}
     out = {"model": str(what), "runtime": session.name, "dataset": f"{ds.name} {ds.split} ({ds.source})", "threads": threads,
-           **accuracy_metrics(logits, ds.labels)}
+           **metrics}
     if random_weights:
         out["note"] = RANDOM_WEIGHTS_NOTE
     return out
@@ -482,12 +487,7 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
         threads_list = [threads] if isinstance(threads, int) else list(threads)
     if not threads_list or min(threads_list) < 1:
         raise EdgeclipError(f"--threads must be at least 1 (got {threads_list})")
-    if isinstance(artifacts, (str, Path)):
-        arts = find_artifacts(artifacts)
-        if not arts:
-            raise EdgeclipError(f"no artifacts under {artifacts}; run 'edgeclip export' first or pass artifact folders")
-    else:
-        arts = [a if isinstance(a, Artifact) else open_artifact(a) for a in artifacts]
+    arts = collect_artifacts(artifacts)
     ds = load_dataset(data, "test", limit)
     if target == "cuda":
         return _bench_cuda(arts, ds, timing=timing, threads=max(threads_list), baseline=baseline,
@@ -498,8 +498,9 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
     if target == "mobile":
         mobile = [a for a in arts if _is_mobile(a)]
         extra["mobile_profile"] = ("the backends phones run (ExecuTorch XNNPACK .pte, lite-interpreter qnnpack .ptl) at "
-                                   f"batch 1 with {', '.join(map(str, threads_list))} threads -- run on this x86 host "
-                                   f"({os.cpu_count()} cores), not on a phone: ratios carry over better than milliseconds")
+                                   f"batch 1 with {', '.join(map(str, threads_list))} thread(s) -- run on this "
+                                   f"{platform.machine()} host ({os.cpu_count()} cores), not on a phone: ARM engines "
+                                   "(qnnpack) measured on x86 say nothing about a phone's speed")
         extra["skipped_non_mobile_artifacts"] = [a.name for a in arts if a not in mobile]
         if not mobile:
             raise EdgeclipError("no mobile artifacts (.pte with XNNPACK, .ptl with qnnpack) to measure; export with "

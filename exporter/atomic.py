@@ -44,38 +44,74 @@ def _signals_as_interrupt() -> Iterator[list[int]]:
             signal.signal(sig, h)
 
 
-def prepare_out_dir(out_dir: Path) -> Path:
+def check_out_dir(out_dir: Path) -> Path:
+    """Refuse an unusable output directory before minutes of work, without leaving it behind: the folders are
+    created to prove they can be, then removed again, since a failed run must not leave a new empty folder
+    (``staged_dir`` creates them for real when the first artifact is published)."""
     out_dir = Path(out_dir).expanduser()
+    created = _make_dirs(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgeclipError(f"cannot create output directory {out_dir} ({e.strerror}); pass a writable --out") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise EdgeclipError(f"output directory {out_dir} is not writable; pass a writable --out")
+        if not out_dir.is_dir():
+            raise EdgeclipError(f"output directory {out_dir} is a file; pass a folder as --out")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise EdgeclipError(f"output directory {out_dir} is not writable; pass a writable --out")
+    finally:
+        _remove_empty(created)
     return out_dir
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for d in reversed(created):
+        try:
+            d.rmdir()      # only if empty: another export may have published into it meanwhile
+        except OSError:
+            break
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """``mkdir -p`` that returns the folders it created (outermost first), so a failed publish can remove them."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    missing.reverse()
+    try:
+        for d in missing:
+            d.mkdir(exist_ok=True)
+    except OSError as e:
+        _remove_empty([d for d in missing if d.exists()])
+        raise EdgeclipError(f"cannot create output directory {folder} ({e.strerror}); pass a writable --out") from None
+    return missing
 
 
 @contextlib.contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on clean exit it replaces ``final`` atomically, else it is deleted."""
+    """Yield an empty staging folder; on clean exit it replaces ``final`` atomically, else it is deleted, and so
+    are the output folders this call created (nothing partial, not even an empty ``--out``)."""
     final = Path(final)
-    parent = prepare_out_dir(final.parent)
+    parent = final.parent
+    created = _make_dirs(parent)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the published folder should not be
+    published = False
     try:
         with _signals_as_interrupt() as received:
             yield stage
             if received:   # interrupted, even if something on the way swallowed the KeyboardInterrupt
                 raise KeyboardInterrupt(f"signal {received[0]}")
             _swap_into_place(stage, final)
+            published = True
     except OSError as e:
         if e.errno == 28:  # ENOSPC
             raise EdgeclipError(f"disk full while writing {final}; free space or pass another --out (nothing was written)") from None
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if not published:
+            _remove_empty(created)
 
 
 def _swap_into_place(stage: Path, final: Path) -> None:

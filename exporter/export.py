@@ -24,12 +24,13 @@ from .formats.torchscript_lite import export_ptl
 from .formats.executorch import export_pte
 from .formats.onnx_optimize import optimize_onnx
 from .quantize.attention import split_attention
+from .quantize.embedding import int8_embeddings
 from .quantize.half import convert_onnx_fp16, to_half
 from .quantize.patch_embed import patch_embed_as_linear
 from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 from .quantize.torch_ao import quantize_torch_ao, quantized_engine
-from .recipe import HALF, ExportRecipe
+from .recipe import HALF, ExportRecipe, slug
 
 
 @dataclass
@@ -70,9 +71,11 @@ class ExportSubject:
 
 
 def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str:
+    """The artifact's folder name: ``--name`` (already checked to be a safe slug), else derived from the model,
+    task, format and precision and slugged, since a user module's source reads ``user module <Class>``."""
     if recipe.name:
         return recipe.name if len(recipe.formats) == 1 else f"{recipe.name}-{fmt}"
-    model = Path(str(subject.source.get("model", "model"))).name.replace(":", "-").replace("/", "-")
+    model = slug(Path(str(subject.source.get("model", "model"))).name)
     quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
     backend = recipe.backend_for(fmt)
     suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend == "portable" else ""
@@ -155,7 +158,12 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
     final = Path(out_dir) / name
     t0 = time.perf_counter()
     with staged_dir(final) as stage:
-        quant_info = PRODUCERS[fmt](subject, recipe, stage)
+        produced, emb_info = subject, {}
+        if recipe.quant == "int8":   # token tables as per-row int8 (every format), before the format's own int8 pass
+            subject.reference_outputs()   # the bar stays the fp32 model
+            module, emb_info = int8_embeddings(subject.module)
+            produced = replace(subject, module=module)
+        quant_info = {**PRODUCERS[fmt](produced, recipe, stage), **emb_info}
         if recipe.scheme == "static":  # one key for every format: where the calibration images came from
             quant_info["calibration_set"] = subject.calib_desc
         model_file = stage / MODEL_FILES[fmt]

@@ -59,6 +59,22 @@ class Artifact:
     def name(self) -> str:
         return self.dir.name
 
+    def __repr__(self) -> str:
+        """One line a person can read (``print(artifacts)`` used to dump every manifest); the whole record is
+        ``artifact.manifest``."""
+        m = self.manifest
+        q = m.get("quantization") or {}
+        quant = " ".join(x for x in (q.get("dtype") or "fp32", q.get("scheme"), q.get("backend")) if x)
+        parts = [f"{self.name!r}", f"format={m.get('format')}", f"task={m.get('task')}", f"quant={quant!r}"]
+        if (m.get("file") or {}).get("bytes") is not None:
+            parts.append(f"size={m['file']['bytes'] / 1e6:.2f} MB")
+        f = m.get("fidelity") or {}
+        if f.get("mean_cosine") is not None:
+            parts.append(f"cosine={f['mean_cosine']:.4f}")
+        if f.get("top1_agreement") is not None:
+            parts.append(f"agreement={100 * f['top1_agreement']:.2f}%")
+        return f"Artifact({', '.join(parts)}, dir={str(self.dir)!r})"
+
     def verify_integrity(self) -> None:
         """Refuse a model file that is missing, truncated or changed since export."""
         f, expected = self.file, self.manifest["file"]
@@ -100,3 +116,25 @@ def find_artifacts(root: str | Path) -> list[Artifact]:
     if not root.is_dir():
         return []
     return [open_artifact(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file()]
+
+
+def collect_artifacts(paths: str | Path | list) -> list[Artifact]:
+    """What ``bench`` and ``verify`` accept, in the CLI and in Python alike: artifact folders (or their manifest or
+    model file), ``Artifact`` objects, and folders of artifacts such as the ``--out`` that ``export`` wrote into."""
+    items = [paths] if isinstance(paths, (str, Path, Artifact)) else list(paths)
+    found: list[Artifact] = []
+    for item in items:
+        if isinstance(item, Artifact):
+            found.append(item)
+            continue
+        p = Path(item).expanduser()
+        if not p.exists():
+            raise EdgeclipError(f"no artifacts under {p} (it does not exist); run 'edgeclip export' first or pass artifact folders")
+        if p.is_dir() and not (p / MANIFEST).is_file():
+            inner = find_artifacts(p)
+            if not inner:
+                raise EdgeclipError(f"no artifacts under {p}; run 'edgeclip export' first or pass artifact folders")
+            found.extend(inner)
+        else:
+            found.append(open_artifact(p))   # explains what is wrong with a bad path
+    return found

@@ -9,6 +9,7 @@ anything else is refused here, naming a combination that does work.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -44,6 +45,14 @@ SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
 FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte", "portable": "pte",
                      "cuda": "ptl"}
+
+
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def slug(text: str) -> str:
+    """A filesystem-safe folder name: letters, digits and ``. _ + -``; every other run becomes one ``-``."""
+    return _SLUG_BAD.sub("-", text).strip("-.") or "model"
 
 
 @dataclass
@@ -123,6 +132,9 @@ class ExportRecipe:
             v = getattr(r, key)
             if v is not None and not (0.0 <= v <= 1.0):
                 raise EdgeclipError(f"--{key.replace('_', '-')} must be between 0 and 1 (got {v})")
+        if r.name is not None and slug(r.name) != r.name:
+            raise EdgeclipError(f"--name {r.name!r} is not a safe folder name; use letters, digits and . _ + - "
+                                f"(e.g. {slug(r.name)!r})")
         if not (1 <= r.verify_size <= 100_000):
             raise EdgeclipError(f"--verify-size must be between 1 and 100000 (got {r.verify_size})")
         if not (1 <= r.calib_size <= 100_000):

@@ -118,7 +118,7 @@ def _npz_dataset(ctx: Ctx, calib: np.ndarray) -> str:
 def _exported(ctx: Ctx) -> Path:
     r = CliRunner().invoke(main, _export(ctx, "--out", ctx.tmp / "arts", "--json"), catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    return ctx.tmp / "arts" / json.loads(r.output)[0]["name"]
+    return ctx.tmp / "arts" / json.loads(r.stdout)[0]["name"]
 
 
 def _tampered(ctx: Ctx) -> list[str]:
@@ -217,8 +217,10 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("out-not-writable", lambda c: (c.tmp / "file").write_text("x") and _export(c, "--out", c.tmp / "file" / "sub"),
      "sub (Not a directory); pass a writable --out", 2),
     ("out-is-a-file", lambda c: (c.tmp / "f").write_text("x") and _export(c, "--out", c.tmp / "f"),
-     "f (File exists); pass a writable --out", 2),
-    ("not-an-artifact", lambda c: ["bench", c.tmp], "is not an edgeclip artifact (no manifest.json beside it)", 2),
+     "f is a file; pass a folder as --out", 2),
+    ("not-an-artifact", lambda c: ["bench", c.tmp], "; run 'edgeclip export' first or pass artifact folders", 2),
+    ("not-an-artifact-file", lambda c: (c.tmp / "m.onnx").write_text("x") and ["bench", c.tmp / "m.onnx"],
+     "is not an edgeclip artifact (no manifest.json beside it)", 2),
     ("tampered-artifact", _tampered, "does not match the sha256 in its manifest", 2),
     ("truncated-artifact", _truncated_artifact, "(truncated or replaced); re-export it", 2),
     ("corrupt-manifest", _bad_manifest, "is not a valid edgeclip manifest", 2),

@@ -23,7 +23,7 @@ def test_cli_export_then_bench_reproduces_fixture_through_onnxruntime(fixture_di
     r = runner.invoke(main, ["bench", "--target", "cpu", "--out", str(out), "--data", fmnist_spec, "--rounds", "2",
                              "--reps", "5", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    rows = {row["artifact"]: row for row in json.loads(r.output)["rows"]}
+    rows = {row["artifact"]: row for row in json.loads(r.stdout)["rows"]}
     eager = rows["tiny_clip_fmnist fp32 eager"]
     fp32 = rows["tiny_clip_fmnist-classifier-onnx-fp32"]
     for row in (eager, fp32):

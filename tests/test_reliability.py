@@ -119,7 +119,7 @@ def test_tampered_artifact_refused_by_its_runtime(fp32_artifacts, tmp_path, fmt,
 def test_verify_passes_on_a_good_artifact(fp32_artifacts, tiny_images, fmt):
     r = CliRunner().invoke(main, ["verify", str(fp32_artifacts[fmt].dir), "--json"])
     assert r.exit_code == 0, r.output
-    (res,) = json.loads(r.output)
+    (res,) = json.loads(r.stdout)
     assert res["integrity"] == "ok" and res["passed"] and res["fidelity"]["mean_cosine"] > 0.9999
     assert res["fidelity"]["samples"] == 18
 

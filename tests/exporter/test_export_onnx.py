@@ -90,10 +90,22 @@ def test_user_module_with_example_input(tmp_path):
     x = torch.randn(8, 3, 32, 32)
     (art,) = edgeclip.export(model, x, preprocess=Preprocess(size=32), labels=["a", "b", "c", "d"], data=None, out=str(tmp_path))
     assert art.manifest["source"]["model"] == "user module CustomViT"
+    assert art.name == "user-module-CustomViT-classifier-onnx-fp32"       # a slug: no spaces in folder names
+    text = repr(art)                                                     # one readable line, not the manifest
+    assert text.startswith("Artifact('user-module-CustomViT-classifier-onnx-fp32', format=onnx") and "\n" not in text
+    assert len(text) < 300 and "cosine=" in text and "versions" not in text
     assert "example input" in art.manifest["fidelity"]["inputs"]
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(load(art).run(x.numpy()) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["my model", "../escape", ".hidden", "a/b"])
+def test_unsafe_artifact_name_is_refused(name, tmp_path):
+    with pytest.raises(EdgeclipError, match="not a safe folder name"):
+        edgeclip.export(CustomViT().eval(), torch.randn(2, 3, 32, 32), preprocess=Preprocess(size=32), labels=list("abcd"),
+                        data=None, out=str(tmp_path / "o"), name=name)
+    assert not (tmp_path / "o").exists()
 
 
 def test_user_module_label_count_mismatch(tmp_path):
@@ -110,10 +122,14 @@ def test_user_module_needs_preprocess(tmp_path):
 
 def test_fidelity_failure_writes_nothing(tiny_clip_dir, tiny_images, tmp_path, monkeypatch):
     monkeypatch.setitem(fidelity.THRESHOLDS, "int8", fidelity.Threshold(min_cosine=1.01, min_top1_agreement=1.0))
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     with pytest.raises(FidelityError, match="not written: mean cosine"):
         edgeclip.export(str(tiny_clip_dir), quant="int8", data=tiny_images, out=str(out), verify_size=6)
-    assert list(out.iterdir()) == []
+    assert not (tmp_path / "new").exists()     # not even the --out folders the export created
+    (tmp_path / "kept").mkdir()                # a folder that was there before stays, and stays empty
+    with pytest.raises(FidelityError):
+        edgeclip.export(str(tiny_clip_dir), quant="int8", data=tiny_images, out=str(tmp_path / "kept"), verify_size=6)
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_failed_reexport_keeps_previous_artifact(tiny_clip_dir, tiny_images, tmp_path, monkeypatch):

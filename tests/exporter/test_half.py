@@ -70,7 +70,7 @@ def test_cuda_bench_without_gpu_says_so_and_exits_zero(tiny_clip_dir, tiny_image
     edgeclip.export(str(tiny_clip_dir), quant="fp16", formats=("ptl",), data=tiny_images, out=str(tmp_path), verify_size=6)
     r = CliRunner().invoke(main, ["bench", "--target", "cuda", "--out", str(tmp_path), "--data", tiny_images, "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["skipped"].startswith("no CUDA device")
+    assert json.loads(r.stdout)["skipped"].startswith("no CUDA device")
 
 
 @needs_cuda
