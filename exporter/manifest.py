@@ -108,13 +108,8 @@ def open_artifact(path: str | Path) -> Artifact:
     return Artifact(folder, manifest)
 
 
-def find_artifacts(root: str | Path) -> list[Artifact]:
-    """Every artifact folder directly under ``root`` (or ``root`` itself), sorted by name."""
-    root = Path(root).expanduser()
-    if (root / MANIFEST).is_file():
-        return [open_artifact(root)]
-    if not root.is_dir():
-        return []
+def find_artifacts(root: Path) -> list[Artifact]:
+    """Every artifact folder directly under ``root``, sorted by name (hidden staging folders are not artifacts)."""
     return [open_artifact(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file()]
 
 
