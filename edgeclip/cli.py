@@ -29,8 +29,9 @@ class _Group(click.Group):
                 try:
                     return super().invoke(ctx)
                 except (EdgeclipError, ModuleNotFoundError, KeyboardInterrupt) as e:
-                    if ctx.obj.get("debug") and not isinstance(e, KeyboardInterrupt):
-                        raise
+                    own_module = isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("edgeclip")
+                    if own_module or (ctx.obj.get("debug") and not isinstance(e, KeyboardInterrupt)):
+                        raise   # a missing edgeclip module is a bug (keep its traceback), not a package to install
                     error = _user_error(e)
         finally:   # once the capture has ended, so these lines reach the real stderr
             _report(ctx, cap, error)
@@ -49,12 +50,10 @@ def _user_error(e: BaseException) -> tuple[str, int]:
 
 
 def _report(ctx, cap, error: tuple[str, int] | None) -> None:
-    if cap is None:
-        pass
-    elif ctx.obj.get("verbose") or ctx.obj.get("debug"):
+    if cap is not None and (ctx.obj.get("verbose") or ctx.obj.get("debug")):
         for line in cap.lines:
             click.echo(line, err=True)
-    elif cap.summary():
+    elif cap is not None and cap.summary():
         click.secho(f"Note: {cap.summary()}", dim=True, err=True)
     if error is not None:
         click.secho(error[0], fg="red", err=True)

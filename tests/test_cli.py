@@ -142,3 +142,13 @@ def test_evaluate_rounds_what_people_read(tiny_clip_dir, tiny_images, monkeypatc
     monkeypatch.setattr(acc, "accuracy_metrics", lambda *a: {**full(*a), "top1": 8899 / 100 + 1e-14})  # 88.99000000000001
     res = edgeclip.evaluate(str(tiny_clip_dir), tiny_images)
     assert repr(res["top1"]) == "88.99" and res["images"] == 18
+
+
+def test_a_missing_edgeclip_module_is_a_bug_not_an_extra(run, monkeypatch):
+    import edgeclip.exporter.recipe as recipe
+
+    def boom(*a, **k):
+        raise ModuleNotFoundError("No module named 'edgeclip.exporter.nope'", name="edgeclip.exporter.nope")
+    monkeypatch.setattr(recipe.ExportRecipe, "validated", boom)
+    with pytest.raises(ModuleNotFoundError):
+        run("export")
