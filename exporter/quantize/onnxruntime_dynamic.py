@@ -3,7 +3,15 @@
 The cheapest int8 route: no calibration data, weights shrink ~4x, and MatMul runs on int8
 kernels (MatMulInteger / DynamicQuantizeMatMul).  LayerNorm, Softmax and GELU stay float.
 Per-channel weights are on by default because one scale per tensor loses the small channels of
-ViT projections; ``per_channel=False`` reproduces onnxruntime's default (the naive peer).
+ViT projections; ``per_channel=False, reduce_range=False`` reproduces onnxruntime's default (the naive peer).
+
+Weights are 7-bit (``reduce_range=True``) by default because the file may run on any x86 CPU.
+onnxruntime's int8 GEMM on AVX2 CPUs without VNNI multiplies u8 activations by s8 weights with
+``vpmaddubsw``, whose int16 pair sums saturate when both use their full range; per-channel scales
+put every channel at full range.  Measured on a 2-core AMD EPYC with AVX2 and no AVX-512/VNNI
+(2026-12-02), tiny text encoder, 8 real captions, cosine vs fp32: per-channel 8-bit 0.9748,
+per-channel 7-bit 0.9994, per-tensor 8-bit 0.9997.  On VNNI and ARM there is no saturation and
+the 7th bit costs only weight resolution (what ``reduce_range=False`` buys back).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class OrtDynamicConfig:
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True        # 7-bit weights: no int16 saturation on pre-VNNI x86 (see above)
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
     preprocess: bool = True          # shape inference + graph optimisation before quantizing (ORT's advice)
 
