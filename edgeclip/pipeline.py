@@ -7,6 +7,7 @@ through exactly the same export -> verify -> measure path as a hub model.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -94,8 +95,8 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
             check_labels(classes, "labels")
         module, report, original = model.eval(), None, None
         if compress is not None:
-            module, report = run_passes(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress, calib_size),
-                                            _flop_inputs(pre, None))
+            module, report = _compress_module(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress,
+                                                                                   calib_size), _flop_inputs(pre, None))
             original = model.eval()
         return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
                         bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original)
@@ -133,6 +134,26 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
                     compression=report, uncompressed=uncompressed)
 
 
+def _compress_module(model: torch.nn.Module, compress: CompressRecipe, calibration, flop_inputs):
+    """Compress a user's module through the family of the backbone it contains (itself, or e.g. a timm ViT
+    as ``self.backbone`` under a custom head): the backbone is compressed and put back into a copy of the
+    module, so the head is untouched.  A module without a known backbone gets the error naming the families."""
+    from edgeclip.models.families import family_of, find_backbone
+
+    found = find_backbone(model)
+    if found is None:
+        family_of(model)   # raises: which families the passes know
+    path, fam = found
+    if not path:
+        return run_passes(model, compress, calibration, flop_inputs)
+    compressed, report = run_passes(model.get_submodule(path), compress, calibration, flop_inputs)
+    out = copy.deepcopy(model)
+    parent, _, attr = path.rpartition(".")
+    setattr(out.get_submodule(parent) if parent else out, attr, compressed)
+    report["backbone"] = {"path": path, "family": fam.name}
+    return out.eval(), report
+
+
 def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One image-shaped input and one caption: FLOPs do not depend on the values."""
     size = pre.size if pre is not None else 224
@@ -160,7 +181,7 @@ def _build_calibration(calib: LabeledImages, pre: Preprocess | None, loaded: Loa
     with _bar(progress, len(calib), "preprocess calibration images") as bar:
         images = calib.tensors(pre, bar.update if bar else None)
     captions, head = None, None
-    if loaded is not None and loaded.family == "open_clip":
+    if loaded is not None and loaded.tokenizer is not None:
         classes, prompt_names, templates = zero_shot
         names = prompt_names or classes or loaded.prompt_names or loaded.classes
         temps = templates or loaded.templates or DEFAULT_TEMPLATES

@@ -31,15 +31,18 @@ class Calibration:
         """L2-normalised image embeddings (CLIP) or logits (timm: its head is the task)."""
         x = self.images if images is None else images
         fam = family(model)
-        fwd = model if fam == "timm" else model.visual
+        fwd = fam.vision(model)
         out = torch.cat([fwd(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
-        return out if fam == "timm" else F.normalize(out, dim=-1)
+        return out if fam.outputs_logits(model) else F.normalize(out, dim=-1)
 
     @torch.no_grad()
     def logits(self, model: nn.Module, feats: torch.Tensor | None = None, head: torch.Tensor | None = None) -> torch.Tensor | None:
         feats = self.features(model) if feats is None else feats
-        if family(model) == "timm":
+        fam = family(model)
+        if fam.outputs_logits(model):
             return feats
+        if not fam.has_text:
+            return None
         if head is None:
             if self.head is None:
                 return None
@@ -58,7 +61,7 @@ class Calibration:
                 return lambda m: float(F.cosine_similarity(_text(m, self.captions), ref_t).mean())
             top = ref.argmax(-1)
             return lambda m: float((self.logits(m, feats=feats).argmax(-1) == top).float().mean())
-        head = self.head(reference) if (fam == "open_clip" and self.head is not None) else None
+        head = self.head(reference) if (fam.has_text and self.head is not None) else None
         ref = self.logits(reference, head=head)
         if ref is None:
             ref_f = self.features(reference)
@@ -72,7 +75,8 @@ class Calibration:
 
 @torch.no_grad()
 def _text(model: nn.Module, captions: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.encode_text(captions[i:i + BATCH], normalize=True) for i in range(0, len(captions), BATCH)])
+    fam = family(model)
+    return torch.cat([fam.encode_text(model, captions[i:i + BATCH], normalize=True) for i in range(0, len(captions), BATCH)])
 
 
 @torch.no_grad()
@@ -81,10 +85,7 @@ def run_tower(model: nn.Module, tower: str, inputs: torch.Tensor) -> None:
     fam = family(model)
     for i in range(0, len(inputs), BATCH):
         x = inputs[i:i + BATCH]
-        if tower == "vision":
-            model(x) if fam == "timm" else model.visual(x)
-        else:
-            model.encode_text(x)
+        fam.vision(model)(x) if tower == "vision" else fam.encode_text(model, x)
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _vision(model: nn.Module) -> nn.Module:
-    return model if family(model) == "timm" else model.visual
+    return family(model).vision(model)
 
 
 def apply(model: nn.Module, cfg: HealConfig, calib: Calibration | None = None,
@@ -57,7 +57,8 @@ def apply(model: nn.Module, cfg: HealConfig, calib: Calibration | None = None,
     score = calib.scorer(teacher, "vision")
     agree_before = score(student)
     t_head = s_head = None
-    if fam == "open_clip" and calib.head is not None:
+    logits_out = fam.outputs_logits(student)
+    if fam.has_text and calib.head is not None:
         with torch.no_grad():
             t_head, s_head = calib.head(teacher), calib.head(student)
     vis_t, vis_s = _vision(teacher).eval(), _vision(student)
@@ -78,7 +79,7 @@ def apply(model: nn.Module, cfg: HealConfig, calib: Calibration | None = None,
         with torch.no_grad():
             ft = vis_t(x)
         fs = vis_s(x)
-        if fam == "timm":    # the head's logits are the output: match them
+        if logits_out:    # the head's logits are the output: match them
             loss = F.kl_div(F.log_softmax(fs / TEMPERATURE, -1), F.softmax(ft / TEMPERATURE, -1), reduction="batchmean")
         else:
             ft, fs = F.normalize(ft, dim=-1), F.normalize(fs, dim=-1)

@@ -19,7 +19,7 @@ from edgeclip.errors import EdgeclipError
 from .calibration import Calibration, collect_inputs
 from .config import StructuredConfig
 from .report import PassReport, n_params
-from .structure import convert_attention, family, heads_of, set_heads, slot, towers
+from .structure import Tower, convert_attention, heads_of, refusal, set_heads, slot, towers
 
 
 def keep_count(total: int, keep: float, multiple: int = 8) -> int:
@@ -51,9 +51,9 @@ def _slice_linear(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.
     return out
 
 
-def _mlp(model, fam, tname, blocks, cfg, calib, report) -> None:
-    fc1s = {f"{tname}.{i}.fc1": _linear(getattr(*slot(b, fam, "fc1")), f"{tname}.{i}.fc1") for i, b in enumerate(blocks)}
-    fc2s = {f"{tname}.{i}.fc2": _linear(getattr(*slot(b, fam, "fc2")), f"{tname}.{i}.fc2") for i, b in enumerate(blocks)}
+def _mlp(model, t: Tower, tname, blocks, cfg, calib, report) -> None:
+    fc1s = {f"{tname}.{i}.fc1": _linear(getattr(*slot(b, t, "fc1")), f"{tname}.{i}.fc1") for i, b in enumerate(blocks)}
+    fc2s = {f"{tname}.{i}.fc2": _linear(getattr(*slot(b, t, "fc2")), f"{tname}.{i}.fc2") for i, b in enumerate(blocks)}
     act = {}
     if cfg.score == "activation":
         act = collect_inputs(model, tname, calib.inputs_for(tname), fc2s, lambda x: x.abs().sum(0).double())
@@ -67,24 +67,22 @@ def _mlp(model, fam, tname, blocks, cfg, calib, report) -> None:
             report.skipped.append({"layer": f"{tname}.{i}.mlp", "why": f"keeping {k} of {hidden} neurons removes nothing"})
             continue
         keep = score.topk(k).indices.sort().values
-        p1, a1 = slot(block, fam, "fc1")
-        p2, a2 = slot(block, fam, "fc2")
+        p1, a1 = slot(block, t, "fc1")
+        p2, a2 = slot(block, t, "fc2")
         setattr(p1, a1, _slice_linear(fc1, rows=keep))
         setattr(p2, a2, _slice_linear(fc2, cols=keep))
         report.layers.append({"layer": f"{tname}.{i}.mlp", "neurons_before": hidden, "neurons_after": k})
 
 
-def _heads(model, fam, tname, blocks, cfg, calib, report) -> None:
-    outs = {f"{tname}.{i}": _linear(getattr(*slot(b, fam, "attn_out")), f"{tname}.{i}.attn_out") for i, b in enumerate(blocks)}
+def _heads(model, t: Tower, tname, blocks, cfg, calib, report) -> None:
+    outs = {f"{tname}.{i}": _linear(getattr(*slot(b, t, "attn_out")), f"{tname}.{i}.attn_out") for i, b in enumerate(blocks)}
     act = {}
     if cfg.score == "activation":
         act = collect_inputs(model, tname, calib.inputs_for(tname), outs, lambda x: x.abs().sum(0).double())
     for i, block in enumerate(blocks):
         attn = block.attn
         h, hd = heads_of(attn)
-        if getattr(attn, "q_norm", nn.Identity()).__class__ is not nn.Identity or not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
-            raise EdgeclipError(f"{tname}.{i}: attention with q/k norms or scale norms cannot have heads removed by edgeclip")
-        inp = _linear(getattr(*slot(block, fam, "attn_in")), f"{tname}.{i}.attn_in")
+        inp = _linear(getattr(*slot(block, t, "attn_in")), f"{tname}.{i}.attn_in")
         out = outs[f"{tname}.{i}"]
         w_out = out.weight.detach().double().reshape(out.out_features, h, hd)
         if act:   # mean |head output| x the norm of what the head writes back, per head
@@ -100,8 +98,8 @@ def _heads(model, fam, tname, blocks, cfg, calib, report) -> None:
         kept = score.topk(k).indices.sort().values
         cols = (kept[:, None] * hd + torch.arange(hd)[None]).flatten()
         rows = torch.cat([j * h * hd + cols for j in range(3)])
-        p_in, a_in = slot(block, fam, "attn_in")
-        p_out, a_out = slot(block, fam, "attn_out")
+        p_in, a_in = slot(block, t, "attn_in")
+        p_out, a_out = slot(block, t, "attn_out")
         setattr(p_in, a_in, _slice_linear(inp, rows=rows))
         setattr(p_out, a_out, _slice_linear(out, cols=cols))
         set_heads(attn, k)
@@ -111,7 +109,7 @@ def _heads(model, fam, tname, blocks, cfg, calib, report) -> None:
 
 def apply(model: nn.Module, cfg: StructuredConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
     model = convert_attention(copy.deepcopy(model))
-    fam, ts = family(model), towers(model)
+    ts = towers(model)
     before = n_params(model)
     report = PassReport("structured", before, before, extra={"score": cfg.score, "mlp_keep": cfg.mlp_keep,
                                                              "heads_keep": cfg.heads_keep})
@@ -122,10 +120,13 @@ def apply(model: nn.Module, cfg: StructuredConfig, calib: Calibration | None = N
             raise EdgeclipError(f"--prune-tower {tname}: this model has no {tname} tower (has: {', '.join(ts)})")
         if cfg.score == "activation" and calib.inputs_for(tname) is None:
             raise EdgeclipError(f"activation scores for the {tname} tower need captions; use --prune-score magnitude")
-        blocks = ts[tname].blocks
-        if cfg.heads_keep < 1:
-            _heads(model, fam, tname, blocks, cfg, calib, report)
-        if cfg.mlp_keep < 1:
-            _mlp(model, fam, tname, blocks, cfg, calib, report)
+        t = ts[tname]
+        for what, flag, edit in (("heads", "--heads-keep", _heads), ("mlp", "--mlp-keep", _mlp)):
+            if (cfg.heads_keep if what == "heads" else cfg.mlp_keep) >= 1:
+                continue
+            why = refusal(t, what)
+            if why:
+                raise EdgeclipError(f"{flag} on the {tname} tower: {why}; use SVD or block pruning on this model")
+            edit(model, t, tname, t.blocks, cfg, calib, report)
     report.params_after = n_params(model)
     return model, report

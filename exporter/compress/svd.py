@@ -19,7 +19,7 @@ from edgeclip.errors import EdgeclipError
 from .calibration import Calibration, collect_inputs
 from .config import SvdConfig, select_blocks
 from .report import PassReport, n_params
-from .structure import convert_attention, family, slot, towers
+from .structure import convert_attention, refusal, slots, towers
 
 
 class LowRankLinear(nn.Module):
@@ -84,9 +84,10 @@ def factorise(linear: nn.Linear, rank: int, covariance: torch.Tensor | None = No
     return LowRankLinear(down, up)
 
 
-def _targets(model: nn.Module, cfg: SvdConfig) -> list[tuple[str, str, nn.Module, str]]:
-    """(tower, layer name, parent, attribute) of every Linear the config selects."""
-    fam, ts = family(model), towers(model)
+def _targets(model: nn.Module, cfg: SvdConfig, skipped: list[dict]) -> list[tuple[str, str, nn.Module, str]]:
+    """(tower, layer name, parent, attribute) of every Linear the config selects; layers the family
+    refuses go to ``skipped`` with its reason."""
+    ts = towers(model)
     out = []
     for tname in cfg.towers:
         if tname not in ts:
@@ -94,15 +95,20 @@ def _targets(model: nn.Module, cfg: SvdConfig) -> list[tuple[str, str, nn.Module
         blocks = ts[tname].blocks
         for i in select_blocks(cfg.blocks, len(blocks), "--svd-blocks"):
             for kind in cfg.layers:
-                parent, attr = slot(blocks[i], fam, kind)
-                out.append((tname, f"{tname}.{i}.{kind}", parent, attr))
+                found = slots(blocks[i], ts[tname], kind)
+                for parent, attr in found:
+                    name = f"{tname}.{i}.{kind}" + (f".{attr}" if len(found) > 1 else "")
+                    out.append((tname, name, parent, attr))
+                if not found:
+                    skipped.append({"layer": f"{tname}.{i}.{kind}", "why": refusal(ts[tname], kind) or f"no {kind} layer here"})
     return out
 
 
 def apply(model: nn.Module, cfg: SvdConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
     model = convert_attention(copy.deepcopy(model))
     before = n_params(model)
-    targets = _targets(model, cfg)
+    refused: list[dict] = []
+    targets = _targets(model, cfg, refused)
     covs: dict[str, torch.Tensor] = {}
     if cfg.aware:
         if calib is None:
@@ -115,6 +121,7 @@ def apply(model: nn.Module, cfg: SvdConfig, calib: Calibration | None = None) ->
             covs.update(collect_inputs(model, tname, inputs, mods, lambda x: (x.T @ x).double()))
     report = PassReport("svd", before, before, extra={"method": "activation-aware (whitened)" if cfg.aware else "plain",
                                                       "rule": _rule(cfg)})
+    report.skipped.extend(refused)
     for _tname, name, parent, attr in targets:
         lin = getattr(parent, attr)
         if not isinstance(lin, nn.Linear):

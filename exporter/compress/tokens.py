@@ -20,20 +20,14 @@ from edgeclip.errors import EdgeclipError
 from .calibration import Calibration
 from .config import TokenConfig
 from .report import PassReport, n_params
-from .structure import convert_attention, family, image_tokens, tower
-
-PARTS = {  # family -> (norm1, attn, scale1, norm2, mlp, scale2) attribute names of a block
-    "open_clip": ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2"),
-    "timm": ("norm1", "attn", "ls1", "norm2", "mlp", "ls2"),
-}
-
+from .structure import convert_attention, image_tokens, refusal, tower
 
 class TokenDropBlock(nn.Module):
     """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention."""
 
-    def __init__(self, block: nn.Module, fam: str, keep: int, prefix: int):
+    def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int):
         super().__init__()
-        n1, at, s1, n2, mlp, s2 = PARTS[fam]
+        n1, at, s1, n2, mlp, s2 = parts
         self.norm1, self.attn, self.norm2, self.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
         self.scale1, self.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
         self.in_proj = self.attn.in_proj if hasattr(self.attn, "in_proj") else self.attn.qkv
@@ -60,12 +54,10 @@ def default_blocks(n: int) -> tuple[int, ...]:
 
 def apply(model: nn.Module, cfg: TokenConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
     model = convert_attention(copy.deepcopy(model))
-    fam = family(model)
     t = tower(model, "vision")
-    if fam == "timm" and (getattr(t.owner, "attn_pool", None) is not None or getattr(t.owner, "global_pool", "token") not in ("token", "avg")):
-        raise EdgeclipError("token reduction needs class-token or average pooling; this timm model pools otherwise")
-    if fam == "open_clip" and getattr(model.visual, "attn_pool", None) is not None:
-        raise EdgeclipError("token reduction is not available for open_clip towers with attentional pooling")
+    why = refusal(t, "tokens")
+    if why:
+        raise EdgeclipError(f"--token-keep: {why}; use SVD or block pruning on this model")
     blocks = list(t.blocks)
     n = len(blocks)
     where = cfg.blocks if cfg.blocks is not None else default_blocks(n)
@@ -83,7 +75,7 @@ def apply(model: nn.Module, cfg: TokenConfig, calib: Calibration | None = None) 
         if keep >= patches:
             report.skipped.append({"block": i, "why": f"keep rate {cfg.keep} keeps all {patches} tokens"})
             continue
-        blocks[i] = TokenDropBlock(blocks[i], fam, keep, prefix)
+        blocks[i] = TokenDropBlock(blocks[i], t.layout.parts, keep, prefix)
         report.layers.append({"block": i, "tokens_before": patches + prefix, "tokens_after": keep + prefix})
         patches = keep
     t.set_blocks(blocks)

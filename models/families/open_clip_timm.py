@@ -1,0 +1,34 @@
+"""open_clip CLIP whose image tower is a timm ViT trunk (``visual.trunk``): SigLIP and SigLIP2.
+
+The vision blocks are timm blocks (``qkv`` / ``proj`` / ``fc1`` / ``fc2``), the text blocks open_clip
+ones; the trunk pools with an attention-pool (MAP) head and has no class token, so token reduction is
+refused.  The zero-shot head (sigmoid logit scale + bias) is the wrapper's concern, not compression's.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Tower, register
+from .open_clip_vit import OpenClipFamily, text_tower
+from .timm_vit import is_timm_vit, vit_layout, vit_tokens
+
+
+@register
+class OpenClipTimmViT(OpenClipFamily):
+    name = "open_clip-timm-vit"
+    summary = "open_clip CLIP with a timm ViT trunk (SigLIP / SigLIP2)"
+
+    def matches(self, model: nn.Module) -> bool:
+        return hasattr(model, "encode_text") and is_timm_vit(getattr(getattr(model, "visual", None), "trunk", None))
+
+    def towers(self, model: nn.Module) -> dict[str, Tower]:
+        trunk = model.visual.trunk
+        out = {"vision": Tower("vision", trunk, "blocks", vit_layout(trunk))}
+        text = text_tower(model)
+        if text is not None:
+            out["text"] = text
+        return out
+
+    def image_tokens(self, model: nn.Module) -> tuple[int, int]:
+        return vit_tokens(model.visual.trunk)
