@@ -87,11 +87,20 @@ def tower_flops(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor | No
 
     fam = family_of(model)
     out = {}
-    with FlopCounterMode(display=False) as fc:
-        fam.vision(model)(image[:1])
-    out["vision"] = int(fc.get_total_flops())
-    if fam.has_text and tokens is not None:
+    # FlopCounterMode's module tracker hooks autograd on tensors that require grad; a parameter used as a
+    # tensor (SigLIP's MAP-head latent, expanded per image) then fails "Expected gradient function to be set"
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
         with FlopCounterMode(display=False) as fc:
-            fam.encode_text(model, tokens[:1])
-        out["text"] = int(fc.get_total_flops())
+            fam.vision(model)(image[:1])
+        out["vision"] = int(fc.get_total_flops())
+        if fam.has_text and tokens is not None:
+            with FlopCounterMode(display=False) as fc:
+                fam.encode_text(model, tokens[:1])
+            out["text"] = int(fc.get_total_flops())
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return out

@@ -1,0 +1,168 @@
+"""Every registered model family on a tiny random config (<= 2 blocks), timm style: load -> int8 export through
+the fidelity gate -> block pruning + SVD where they apply -> a compressed int8 export; refusals say why.
+
+Random weights: plumbing and structural checks only (accuracy lives in the fixture tests).  SigLIP's tiny
+config is built from the libraries' own classes: an open_clip ``CustomTextCLIP`` config whose image tower is a
+registered timm ViT with SigLIP's settings (no class token, MAP pooling), small enough for a test.
+"""
+
+import json
+
+import pytest
+import torch
+
+import edgeclip
+from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.compress import CompressRecipe
+from edgeclip.models.families import families, family_of, find_backbone
+from edgeclip.models.factory import load_model
+from edgeclip.models.preprocess import Preprocess
+
+timm = pytest.importorskip("timm")
+
+from conftest import TINY_CFG  # noqa: E402
+
+TIMM_KW = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, depth=2, num_classes=3)
+SIGLIP_TRUNK = "edgeclip_test_siglip_tiny"
+
+
+def _register_siglip_trunk():
+    from timm.models import is_model, register_model
+    from timm.models.vision_transformer import _create_vision_transformer
+
+    if is_model(SIGLIP_TRUNK):
+        return
+
+    def edgeclip_test_siglip_tiny(pretrained=False, **kwargs):
+        args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, class_token=False, global_pool="map")
+        return _create_vision_transformer("vit_base_patch16_siglip_224", pretrained=False, **{**args, **kwargs})
+
+    register_model(edgeclip_test_siglip_tiny)
+
+
+@pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory):
+    """A local open_clip folder: SigLIP-style CustomTextCLIP (timm trunk, MAP pool, sigmoid bias) with tiny widths."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    _register_siglip_trunk()
+    cfg = {"embed_dim": 32, "init_logit_bias": -10, "custom_text": True,
+           "vision_cfg": {"image_size": 32, "timm_model_name": SIGLIP_TRUNK, "timm_model_pretrained": False,
+                          "timm_pool": "map", "timm_proj": "linear"},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
+                        "no_causal_mask": True, "pool_type": "last", "proj_bias": True}}
+    torch.manual_seed(0)
+    model = open_clip.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    d = tmp_path_factory.mktemp("siglip")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"size": 32, "mean": [0.5] * 3,
+                                                                                               "std": [0.5] * 3}}))
+    return d
+
+
+# family -> (model spec, pretrained, model kwargs); one tiny model per registered family, more for timm ViT variants
+CASES = {
+    "open_clip-vit": ("tiny_clip_dir", None, {}),
+    "open_clip-timm-vit": ("siglip_dir", None, {}),
+    "timm-vit": ("timm:deit_tiny_distilled_patch16_224", "none", TIMM_KW),
+    "timm-vit/dinov2-reg": ("timm:vit_small_patch14_reg4_dinov2", "none", {**TIMM_KW, "patch_size": 8}),
+    "timm-eva": ("timm:eva02_tiny_patch14_224", "none", {**TIMM_KW, "patch_size": 8}),
+}
+
+
+def test_every_registered_family_has_a_case():
+    assert set(families()) == {k.split("/")[0] for k in CASES}
+
+
+def _spec(case, request):
+    spec, pretrained, kw = CASES[case]
+    if not spec.startswith("timm:"):
+        spec = str(request.getfixturevalue(spec))
+    return spec, pretrained, kw
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_family_exports_int8_and_compresses(case, request, tiny_images, tmp_path):
+    spec, pretrained, kw = _spec(case, request)
+    loaded = load_model(spec, pretrained, **kw)
+    fam = family_of(loaded.model)
+    assert fam.name == case.split("/")[0]
+    vision = fam.towers(loaded.model)["vision"]
+    n_blocks = len(vision.blocks)
+    common = dict(pretrained=pretrained, model_kwargs=kw, data=tiny_images, verify_size=6, formats=("onnx",))
+    plain = edgeclip.export(spec, quant="int8", out=str(tmp_path / "plain"), **common)[0]
+    assert plain.manifest["quantization"]["dtype"] == "int8" and plain.manifest["fidelity"]["mean_cosine"] >= 0.98
+    comp = CompressRecipe(svd_ratio=0.5, prune_blocks=["vision:-1"])
+    art = edgeclip.export(spec, quant="int8", compress=comp, out=str(tmp_path / "comp"), **common)[0]
+    report = art.manifest["compression"]
+    passes = {p["name"]: p for p in report["passes"]}
+    assert passes["prune-blocks:vision"]["params_after"] < passes["prune-blocks:vision"]["params_before"]
+    assert passes["svd"]["layers"] and passes["svd"]["params_after"] < passes["svd"]["params_before"]
+    assert report["params_after"]["vision"] < report["params_before"]["vision"]
+    # the compressed model really lost its last vision block
+    from edgeclip.exporter.compress import compress as run_passes
+
+    small, _ = run_passes(loaded.model, CompressRecipe(prune_blocks=["vision:-1"]))
+    assert len(family_of(small).towers(small)["vision"].blocks) == n_blocks - 1
+
+
+@pytest.mark.parametrize("case, flag, needle", [
+    ("timm-eva", dict(mlp_keep=0.5), "gated (SwiGLU) MLP"),
+    ("timm-eva", dict(token_keep=0.5), "rotary position"),
+    ("open_clip-timm-vit", dict(token_keep=0.5), "no class token"),
+])
+def test_family_refusals_say_why(case, flag, needle, request, tiny_images, tmp_path):
+    spec, pretrained, kw = _spec(case, request)
+    with pytest.raises(EdgeclipError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        edgeclip.export(spec, pretrained=pretrained, model_kwargs=kw, data=tiny_images, verify_size=6, formats=("onnx",),
+                        compress=CompressRecipe(**flag, prune_score="magnitude"), out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_eva_svd_skips_the_qkv_it_cannot_replace_and_says_why():
+    from edgeclip.exporter.compress import svd
+    from edgeclip.exporter.compress.config import SvdConfig
+
+    model = load_model("timm:eva02_tiny_patch14_224", "none", **{**TIMM_KW, "patch_size": 8}).model
+    x = torch.randn(2, 3, 32, 32)
+    small, rep = svd.apply(model, SvdConfig(ratio=0.5, towers=("vision",)))
+    assert any(s["layer"].endswith("attn_in") and "qkv.weight directly" in s["why"] for s in rep.skipped)
+    assert {layer["layer"].split(".")[-1] for layer in rep.layers} >= {"attn_out", "fc2"}
+    with torch.no_grad():
+        assert small(x).shape == model(x).shape   # the factorised EVA still runs
+
+
+class FineTuned(torch.nn.Module):
+    """The common fine-tuned case: a timm backbone as ``self.backbone`` and a custom head."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False,
+                                          **{**TIMM_KW, "patch_size": 8, "num_classes": 0})
+        self.head = torch.nn.Linear(64, 3)
+        self.preprocess = Preprocess(size=32)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def test_user_module_wrapping_a_backbone_compresses_through_it(tiny_images, tmp_path):
+    torch.manual_seed(0)
+    module = FineTuned().eval()
+    assert find_backbone(module)[0] == "backbone" and find_backbone(module)[1].name == "timm-vit"
+    head = module.head.weight.detach().clone()
+    art = edgeclip.export(module, data=tiny_images, labels=["cat", "dog", "car"], formats=("onnx",), verify_size=6,
+                          out=str(tmp_path), compress=CompressRecipe(svd_ratio=0.5, prune_blocks=["vision:-1"]))[0]
+    report = art.manifest["compression"]
+    assert report["backbone"] == {"path": "backbone", "family": "timm-vit"}
+    assert report["params_after"]["vision"] < report["params_before"]["vision"]
+    assert len(module.backbone.blocks) == 2 and torch.equal(module.head.weight, head)   # the caller's module is untouched
+
+
+def test_module_without_a_known_backbone_says_which_families_exist(tiny_images, tmp_path):
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    module.preprocess = Preprocess(size=32)
+    with pytest.raises(EdgeclipError, match="cannot compress a Sequential: edgeclip's passes know open_clip ViT CLIP"):
+        edgeclip.export(module, data=tiny_images, labels=["cat", "dog", "car"], formats=("onnx",), verify_size=6,
+                        out=str(tmp_path), compress=CompressRecipe(svd_ratio=0.5))
