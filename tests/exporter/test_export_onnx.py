@@ -22,7 +22,11 @@ def _leftovers(out):
 @pytest.mark.parametrize("quant", ["none", "int8"])
 def test_classifier_round_trip(tiny_clip_dir, tiny_images, tmp_path, quant):
     out = tmp_path / "out"
-    (art,) = edgeclip.export(str(tiny_clip_dir), quant=quant, data=tiny_images, out=str(out), verify_size=18)
+    # random weights: the 3 class logits tie to ~1e-5, so int8 flips 2 of 18 top-1s at logit cosine 0.99999
+    # (7-bit and per-tensor 8-bit weights alike, Xeon with VNNI, 2026-12-02); top-1 agreement is noise here,
+    # and the agreement gate is held on the trained fixture (test_fixture_int8_matrix.py)
+    agreement = {"min_agreement": 0.0} if quant == "int8" else {}
+    (art,) = edgeclip.export(str(tiny_clip_dir), quant=quant, data=tiny_images, out=str(out), verify_size=18, **agreement)
     m = art.manifest
     assert art.file.is_file() and m["file"]["sha256"] == sha256_file(art.file)
     assert m["file"]["bytes"] == art.file.stat().st_size
@@ -30,7 +34,7 @@ def test_classifier_round_trip(tiny_clip_dir, tiny_images, tmp_path, quant):
     assert m["inputs"][0] == {"name": "pixel_values", "shape": ["batch", 3, 32, 32], "dtype": "float32"}
     assert m["outputs"][0]["shape"] == ["batch", 3]
     assert m["preprocessing"]["size"] == 32 and m["recipe"]["quant"] == quant
-    assert m["fidelity"]["samples"] == 18 and m["fidelity"]["mean_cosine"] > 0.98
+    assert m["fidelity"]["samples"] == 18 and m["fidelity"]["mean_cosine"] > 0.999
     assert m["source"]["model"] == str(tiny_clip_dir.resolve())
     assert _leftovers(out) == []
     # dynamic batch: the file runs at batch sizes it was not exported with
