@@ -27,6 +27,7 @@ from edgeclip.exporter.manifest import Artifact, collect_artifacts, open_artifac
 from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, LoadedModel, load_model
+from edgeclip.models.families import patch_for_export
 from edgeclip.models.preprocess import Preprocess
 
 
@@ -223,6 +224,9 @@ def _subject(prep: Prepared, data: LabeledImages | None, verify_size: int, examp
     subject = ExportSubject(prep.module, prep.task, prep.classes, prep.preprocess.to_dict() if prep.preprocess else None,
                             prep.source, prep.random_weights, in_name, out_name, inputs, desc, prep.tokenizer_info)
     ref = subject.reference_outputs()
+    patched, notes = patch_for_export(prep.module)
+    if notes:   # the file ships the patched form; the fidelity bar stays the model as loaded (``ref`` above)
+        subject = replace(subject, module=patched, source={**prep.source, "export_patches": notes})
     if prep.task == "classifier" and ref.shape[-1] != len(prep.classes):
         raise EdgeclipError(f"the model has {ref.shape[-1]} outputs but {len(prep.classes)} labels were given; "
                             "pass one label per output")

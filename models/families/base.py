@@ -102,6 +102,11 @@ class Family:
         """In-place rewrites that make the blocks editable (same function); default: none needed."""
         return model
 
+    def patch_for_export(self, model: nn.Module) -> list[str]:
+        """Rewrite ``model`` in place into the same function in a form fit to ship (e.g. fold train-time
+        branches); returns one line per change, for the manifest.  Default: nothing to change."""
+        return []
+
     def encode_text(self, model: nn.Module, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         raise EdgeclipError(f"{self.name} models have no text tower")
 
@@ -150,3 +155,23 @@ def find_backbone(module: nn.Module) -> tuple[str, Family] | None:
         if fam is not None:
             return path, fam
     return None
+
+
+def patch_for_export(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """``module`` with every family's export patch applied to each backbone it contains, outermost first
+    (a wrapper around an open_clip tower, a user's head around a timm trunk): a patched copy and the
+    manifest notes, or ``module`` itself and ``[]`` when no family has anything to change."""
+    import copy
+
+    out, notes, done = None, [], []
+    for path, sub in module.named_modules():
+        if any(d == "" or path == d or path.startswith(d + ".") for d in done):   # inside a patched backbone
+            continue
+        fam = find_family(sub)
+        if fam is None or type(fam).patch_for_export is Family.patch_for_export:
+            continue
+        if out is None:
+            out = copy.deepcopy(module)
+        notes += fam.patch_for_export(out.get_submodule(path))
+        done.append(path)
+    return (out.eval(), notes) if out is not None else (module, [])

@@ -61,6 +61,55 @@ def siglip_dir(tmp_path_factory):
     return d
 
 
+MCI_TRUNK = "edgeclip_test_mci_tiny"
+FASTVIT_KW = dict(layers=(1, 1, 1, 2), embed_dims=(16, 16, 32, 64), mlp_ratios=(2, 2, 2, 2), num_classes=3)
+
+
+def _register_mci_trunk():
+    """MobileCLIP's MCi image tower (timm's fastvit_mci0 settings: RepMixer stages, an attention stage with
+    a conditional position encoding, SE downsamples) at tiny widths and one or two blocks per stage."""
+    from functools import partial
+
+    from timm.models import is_model, register_model
+    from timm.models.fastvit import RepConditionalPosEnc, _create_fastvit
+
+    if is_model(MCI_TRUNK):
+        return
+
+    def edgeclip_test_mci_tiny(pretrained=False, **kwargs):
+        args = dict(FASTVIT_KW, se_downsamples=(False, False, True, True), lkc_use_act=True,
+                    pos_embs=(None, None, None, partial(RepConditionalPosEnc, spatial_shape=(7, 7))),
+                    token_mixers=("repmixer", "repmixer", "repmixer", "attention"))
+        return _create_fastvit("fastvit_mci0", pretrained=False, **{**args, **kwargs})
+
+    register_model(edgeclip_test_mci_tiny)
+
+
+@pytest.fixture(scope="module")
+def mobileclip_dir(tmp_path_factory):
+    """A local open_clip folder shaped like MobileCLIP2-S0 (CustomTextCLIP, FastViT MCi trunk, avg pool, no
+    projection) with tiny widths; BatchNorm statistics randomised so that folding them is not a no-op."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    _register_mci_trunk()
+    cfg = {"embed_dim": 32, "custom_text": True,
+           "vision_cfg": {"image_size": 64, "timm_model_name": MCI_TRUNK, "timm_model_pretrained": False,
+                          "timm_pool": "avg", "timm_proj": None},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
+                        "no_causal_mask": True}}
+    torch.manual_seed(0)
+    model = open_clip.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0), m.weight.data.uniform_(0.5, 1.5)
+    d = tmp_path_factory.mktemp("mobileclip")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"size": 64, "mean": [0.0] * 3,
+                                                                                               "std": [1.0] * 3}}))
+    return d
+
+
 # family -> (model spec, pretrained, model kwargs); one tiny model per registered family, more for timm ViT variants
 CASES = {
     "open_clip-vit": ("tiny_clip_dir", None, {}),
@@ -68,6 +117,8 @@ CASES = {
     "timm-vit": ("timm:deit_tiny_distilled_patch16_224", "none", TIMM_KW),
     "timm-vit/dinov2-reg": ("timm:vit_small_patch14_reg4_dinov2", "none", {**TIMM_KW, "patch_size": 8}),
     "timm-eva": ("timm:eva02_tiny_patch14_224", "none", {**TIMM_KW, "patch_size": 8}),
+    "open_clip-fastvit": ("mobileclip_dir", None, {}),
+    "timm-fastvit": ("timm:fastvit_sa12", "none", FASTVIT_KW),
 }
 
 
@@ -111,6 +162,8 @@ def test_family_exports_int8_and_compresses(case, request, tiny_images, tmp_path
     ("timm-eva", dict(mlp_keep=0.5), "gated (SwiGLU) MLP"),
     ("timm-eva", dict(token_keep=0.5), "rotary position"),
     ("open_clip-timm-vit", dict(token_keep=0.5), "no class token"),
+    ("open_clip-fastvit", dict(mlp_keep=0.5), "1x1 convolutions"),
+    ("timm-fastvit", dict(token_keep=0.5), "2-D feature map"),
 ])
 def test_family_refusals_say_why(case, flag, needle, request, tiny_images, tmp_path):
     spec, pretrained, kw = _spec(case, request)
@@ -166,3 +219,30 @@ def test_module_without_a_known_backbone_says_which_families_exist(tiny_images, 
     with pytest.raises(EdgeclipError, match="cannot compress a Sequential: edgeclip's passes know open_clip ViT CLIP"):
         edgeclip.export(module, data=tiny_images, labels=["cat", "dog", "car"], formats=("onnx",), verify_size=6,
                         out=str(tmp_path), compress=CompressRecipe(svd_ratio=0.5))
+
+
+@pytest.mark.parametrize("case", ["open_clip-fastvit", "timm-fastvit"])
+def test_fastvit_ships_folded_branches_and_the_gate_checks_the_fold(case, request, tiny_images, tmp_path):
+    """The file holds one convolution per MobileOne / RepMixer block (fewer Conv nodes than the unfolded
+    graph), the manifest says so, and fidelity is measured against the unfolded eager model."""
+    import onnx
+
+    from edgeclip.models.families import patch_for_export
+
+    spec, pretrained, kw = _spec(case, request)
+    loaded = load_model(spec, pretrained, **kw)
+    folded, notes = patch_for_export(loaded.model)
+    assert notes and "MobileOneBlock" in notes[0] and folded is not loaded.model
+    assert any(getattr(m, "reparam_conv", 0) is None for m in loaded.model.modules())   # the caller's model stays unfolded
+    x = torch.randn(2, 3, 64, 64) if case == "open_clip-fastvit" else torch.randn(2, 3, 256, 256)
+    run = (lambda m: m.encode_image(x)) if case == "open_clip-fastvit" else (lambda m: m(x))
+    with torch.no_grad():
+        ref, got = run(loaded.model), run(folded)
+    assert torch.nn.functional.cosine_similarity(ref, got).min() > 0.9999
+    art = edgeclip.export(spec, pretrained=pretrained, model_kwargs=kw, task="image-encoder", data=tiny_images,
+                          verify_size=4, formats=("onnx",), out=str(tmp_path))[0]
+    assert art.manifest["source"]["export_patches"] == notes
+    assert art.manifest["fidelity"]["mean_cosine"] >= 0.9999
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(art.file)).graph.node)
+    count = lambda m: sum(isinstance(c, torch.nn.Conv2d) for c in m.modules())   # noqa: E731
+    assert convs <= count(folded) < count(loaded.model), (convs, count(folded), count(loaded.model))
