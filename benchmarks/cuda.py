@@ -142,7 +142,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     from edgeclip.benchmarks.harness import _artifact_row
     from edgeclip.benchmarks.timing import time_interleaved
     from edgeclip.models.preprocess import Preprocess
-    from edgeclip.pipeline import _bar, _baseline, _baseline_key, _check_label_match, _images, _run_all
+    from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, check_label_match, preprocessed_images, run_all
     from edgeclip.runtimes import load as load_session
 
     cache: dict = {}
@@ -156,13 +156,13 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
         if a.manifest.get("target") != "cuda":
             skipped.append(a.name)
             continue
-        key = _baseline_key(a)
+        key = baseline_key(a)
         if baseline and key not in baselines and a.manifest.get("task") == "classifier":
-            prep = _baseline(a, ds)
+            prep = rebuild_baseline(a, ds)
             if prep is not None:
                 model = Path(str(prep.source["model"])).name
-                _check_label_match(prep.classes, ds, model)
-                images = _images(ds, prep.preprocess, cache, progress)
+                check_label_match(prep.classes, ds, model)
+                images = preprocessed_images(ds, prep.preprocess, cache, progress)
                 variants = EAGER_VARIANTS + ((COMPILED,) if compile_variant else ())
                 for v in variants:
                     name = f"{model} {v.label}"
@@ -182,7 +182,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
         try:
             if a.manifest.get("task") != "classifier":
                 raise EdgeclipError(f"a {a.manifest.get('task')} artifact has no classes to score; bench measures classifiers")
-            _check_label_match(a.manifest["labels"], ds, a.name)
+            check_label_match(a.manifest["labels"], ds, a.name)
             if a.format == "onnx":
                 from edgeclip.runtimes.onnxruntime_cpu import cuda_provider_available
 
@@ -195,7 +195,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
             row["runtime"] = sess.name
             fn = sess.run_tensor if hasattr(sess, "run_tensor") else (lambda x, s=sess: torch.from_numpy(s.run(x.cpu().numpy())))
             sessions[a.name] = CudaSession(a.name, fn, sess.name)
-            inputs[a.name] = _images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), cache, progress)
+            inputs[a.name] = preprocessed_images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), cache, progress)
             if key in baselines:
                 ref_of[a.name] = baselines[key]
         except EdgeclipError as e:
@@ -204,7 +204,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     outputs: dict[str, np.ndarray] = {}
     for name, sess in list(sessions.items()):
         try:
-            outputs[name] = _run_all(sess, inputs[name], progress, f"accuracy {name}")
+            outputs[name] = run_all(sess, inputs[name], progress, f"accuracy {name}")
         except Exception as e:
             next(r for r in rows if r["artifact"] == name)["error"] = f"{type(e).__name__}: {str(e).strip()[:200]}"
             sessions.pop(name)
@@ -223,7 +223,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
             if r["artifact"] in staged and not graphed:  # a graph's memory is reserved at capture, not per call
                 s, _, many = staged[r["artifact"]]
                 r["gpu_peak_mb"] = gpu_peak_mb(s, many)
-        with _bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
+        with progress_bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
             timed = time_interleaved(staged, timing, bar.update if bar else None)
         for r in rows:
             if r["artifact"] in timed:
@@ -239,3 +239,18 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         extra["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return rows, extra
+
+
+def cuda_report(arts, ds, *, timing, threads, baseline, compile_variant, report_dir, progress, max_drop) -> dict:
+    """The GPU report; without a CUDA device it says so and measures nothing (not an error)."""
+    from .harness import recommendation
+    from .report import finish_report
+
+    reason = cuda_status()
+    if reason:
+        return finish_report([], "cuda", ds, threads, timing, None, skipped=reason)
+    rows, extra = bench_cuda(arts, ds, timing=timing, baseline=baseline, compile_variant=compile_variant, progress=progress)
+    if not rows:
+        raise EdgeclipError("no CUDA artifacts to measure; export with --quant fp16 (or bf16) --target cuda first")
+    extra["recommendation"] = recommendation(rows, max_drop)
+    return finish_report(rows, "cuda", ds, threads, timing, report_dir, **extra)

@@ -74,7 +74,7 @@ def _fidelity_metrics(task: str, out: np.ndarray, labels, ref: np.ndarray | None
 def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, baseline: bool, peers: bool,
                     timeout_s: float, progress: bool) -> list[dict]:
     from edgeclip.models.preprocess import Preprocess
-    from edgeclip.pipeline import _bar, _baseline, _baseline_key, _captions, _check_label_match, _images
+    from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, caption_texts, check_label_match, preprocessed_images
 
     workdir = Path(tempfile.mkdtemp(prefix="edgeclip-bench-"))
     images: dict = {}
@@ -90,14 +90,14 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
         """Preprocessed images for image models; real captions (class names x templates) as token ids for a
         text encoder, tokenized by the model's own tokenizer."""
         if a.manifest.get("task") == "text-encoder":
-            key = "text:" + _baseline_key(a)
+            key = "text:" + baseline_key(a)
             if key not in npy:
-                prep = _baseline(a, ds)
+                prep = rebuild_baseline(a, ds)
                 if prep is None or prep.tokenizer is None:
                     raise EdgeclipError("the text encoder came from a user module, whose tokenizer edgeclip cannot rebuild")
-                return save(key, prep.tokenizer(_captions(prep, ds)).numpy().astype(np.int64))
+                return save(key, prep.tokenizer(caption_texts(prep, ds)).numpy().astype(np.int64))
             return npy[key]
-        arr = _images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), images, progress)
+        arr = preprocessed_images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), images, progress)
         return save(str(id(arr)), arr)
 
     rows: list[dict] = []
@@ -110,12 +110,12 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
             rows.append(row)
             try:
                 if row["task"] == "classifier":
-                    _check_label_match(a.manifest["labels"], ds, a.name)
+                    check_label_match(a.manifest["labels"], ds, a.name)
                 inputs = inputs_for(a)
             except EdgeclipError as e:
                 row["error"] = str(e)
                 continue
-            key = _baseline_key(a)
+            key = baseline_key(a)
             user_module = str((a.manifest.get("source") or {}).get("model", "")).startswith("user module")
             if baseline and key not in baselines and not user_module:
                 model = Path(str(a.manifest["source"]["model"])).name
@@ -133,11 +133,11 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
         by_name = {r["artifact"]: r for r in rows}
         workers = {s.name: Worker(s, timeout_s) for s in subjects}
         try:
-            outputs = _load_and_run(workers, by_name, max(threads_list), progress, _bar)
+            outputs = _load_and_run(workers, by_name, max(threads_list), progress, progress_bar)
             for name, out in outputs.items():
                 ref = outputs.get(ref_of.get(name, "")) if not by_name[name].get("baseline") else None
                 by_name[name].update(_fidelity_metrics(by_name[name].get("task", "classifier"), out, ds.labels, ref))
-            return _timed_rows(workers, rows, by_name, ref_of, threads_list, timing, progress, _bar)
+            return _timed_rows(workers, rows, by_name, ref_of, threads_list, timing, progress, progress_bar)
         finally:
             for w in workers.values():
                 w.close()
@@ -159,11 +159,11 @@ def _registered_config(a) -> dict:
 
 def _peer_subjects(a, ds, inputs: str, workdir: Path, rows: list[dict], random_weights: bool, base: str,
                    ref_of: dict) -> list[Subject]:
-    from edgeclip.pipeline import _baseline
+    from edgeclip.preparation import rebuild_baseline
 
     from .peers import AO_EAGER, build_peer_files
 
-    prep = _baseline(a, ds)
+    prep = rebuild_baseline(a, ds)
     files = build_peer_files(prep.module, np.load(inputs, mmap_mode="r")[:2], workdir / f"peers-{len(ref_of)}")
     subjects = []
     for name, (path, quant) in files.items():
@@ -286,3 +286,12 @@ def recommendation(rows: list[dict], max_drop: float = 1.0) -> str | None:
     return (f"fastest artifact within {max_drop:g} pt of fp32 top-1: {best['artifact']} ({best['latency_ms_median']:.2f} ms "
             f"at batch 1{where(best)}{speed}, top-1 {best['top1']:.2f} % vs {base['top1']:.2f} %, "
             f"{best.get('file_mb') or 0:.2f} MB){caveats(best)}")
+
+
+def is_mobile_artifact(a) -> bool:
+    """What ``--target mobile`` measures: XNNPACK .pte and qnnpack (or float) .ptl files."""
+    q = a.manifest.get("quantization") or {}
+    backend = q.get("backend") or q.get("engine") or (a.manifest.get("recipe") or {}).get("backend")
+    if a.format == "pte":
+        return q.get("backend", "xnnpack") == "xnnpack"
+    return a.format == "ptl" and (backend in (None, "qnnpack") and q.get("dtype") in (None, "fp32", "int8"))

@@ -153,3 +153,17 @@ def write_report(report: dict, folder: Path) -> list[Path]:
     os.replace(tmp_m, m)
     png = pareto_png(report, folder / "bench_pareto.png")
     return [j, m] + ([png] if png else [])
+
+
+def finish_report(rows: list[dict], target: str, ds, threads: int, timing, report_dir, **extra) -> dict:
+    """The report dict every target returns: rows, environment, timing, and the files when ``report_dir`` is given."""
+    from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE
+
+    report = {"schema": SCHEMA, "target": target, "dataset": f"{ds.name} {ds.split}, {len(ds)} images ({ds.source})",
+              "environment": environment(threads), "timing": timing.__dict__, "rows": rows,
+              "random_weights": any(r.get("random_weights") for r in rows), **extra}
+    if report["random_weights"]:
+        report["note"] = RANDOM_WEIGHTS_NOTE
+    if report_dir is not None:
+        report["files"] = [str(p) for p in write_report(report, Path(report_dir))]
+    return report

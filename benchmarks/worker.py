@@ -120,14 +120,14 @@ def _eager_module(s: Subject):
 
     from edgeclip.errors import EdgeclipError
     from edgeclip.exporter.manifest import open_artifact
-    from edgeclip.pipeline import _baseline
+    from edgeclip.preparation import rebuild_baseline
 
     if s.extra.get("open_clip_config"):
         from open_clip.factory import _MODEL_CONFIGS
 
         name, cfg = s.extra["open_clip_config"]
         _MODEL_CONFIGS.setdefault(name, cfg)
-    prep = _baseline(open_artifact(s.path), None)
+    prep = rebuild_baseline(open_artifact(s.path), None)
     if prep is None:
         raise EdgeclipError("the artifact came from a user module; there is no eager model to rebuild")
     if s.kind == "eager-ao-dynamic":
