@@ -86,7 +86,8 @@ class ExecuTorchSession:
         self.input_shape = tuple(info.sizes())
         batch_fact = facts.get("batch")
         self.static_batch = isinstance(batch_fact, int) or self.input_shape[0] == 1
-        self.max_batch = int(facts.get("max_batch") or self.input_shape[0])
+        # a dynamic batch's meta size is the bound memory was planned for: above it set_inputs fails (0x10)
+        self.max_batch = min(int(facts.get("max_batch") or self.input_shape[0]), int(self.input_shape[0]))
 
     def _size_pool(self, threads: int) -> int:
         """Resize the process's threadpool to ``threads`` if that is safe now; returns its real size."""

@@ -76,6 +76,18 @@ def _sdpa_decomposition(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
     return out.reshape(*lead, L, Ev)
 
 
+def _batch_bound(ep) -> int:
+    """The largest batch the lowered program accepts.  ``to_edge`` can narrow the range ``torch.export`` was
+    given (a FastViT MobileCLIP tower: 1..64 became 2..15, from the attention decomposition's views), and
+    ExecuTorch plans memory for -- and rejects inputs above -- the narrowed bound, so that is what counts."""
+    x = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs)
+    size = x.meta["val"].shape[0]
+    if isinstance(size, int):
+        return size
+    vr = ep.range_constraints.get(size.node.expr)
+    return int(min(MAX_BATCH, vr.upper)) if vr is not None else MAX_BATCH
+
+
 @contextlib.contextmanager
 def _restore_level(logger: logging.Logger, level: int):
     try:
@@ -260,8 +272,12 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
         seconds["to_executorch"] = round(time.perf_counter() - t, 2)
 
     path.write_bytes(program.buffer)
-    facts["batch"] = f"dynamic 1..{MAX_BATCH}" if dynamic_batch else 1
-    facts["max_batch"] = MAX_BATCH if dynamic_batch else 1
+    bound = _batch_bound(edge.exported_program()) if dynamic_batch else 1
+    facts["batch"] = f"dynamic 1..{bound}" if dynamic_batch else 1
+    facts["max_batch"] = bound
+    if dynamic_batch and bound < MAX_BATCH:
+        facts["batch_note"] = (f"ExecuTorch's lowering narrowed the batch bound from {MAX_BATCH} to {bound}; memory is "
+                               "planned for that, and the runtime splits larger batches")
     facts["export_seconds"] = seconds.get("export")
     facts["lowering_seconds"] = seconds.get("lower")
     facts["seconds"] = seconds

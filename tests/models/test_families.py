@@ -246,3 +246,14 @@ def test_fastvit_ships_folded_branches_and_the_gate_checks_the_fold(case, reques
     convs = sum(n.op_type == "Conv" for n in onnx.load(str(art.file)).graph.node)
     count = lambda m: sum(isinstance(c, torch.nn.Conv2d) for c in m.modules())   # noqa: E731
     assert convs <= count(folded) < count(loaded.model), (convs, count(folded), count(loaded.model))
+
+
+def test_mobileclip_pte_runs_batches_above_the_bound_lowering_narrowed(mobileclip_dir, tiny_images, tmp_path):
+    """ExecuTorch's to_edge narrows this tower's batch range (1..64 asked, 2..15 planned); the manifest
+    records the real bound and the runtime splits the 18 verification images under it, instead of
+    ExecuTorch refusing the input (set_inputs error 0x10)."""
+    art = edgeclip.export(str(mobileclip_dir), quant="int8", data=tiny_images, verify_size=18, formats=("pte",),
+                          out=str(tmp_path))[0]
+    q = art.manifest["quantization"]
+    assert q["max_batch"] < 18 and q["batch"] == f"dynamic 1..{q['max_batch']}" and "narrowed" in q["batch_note"]
+    assert art.manifest["fidelity"]["samples"] == 18 and art.manifest["fidelity"]["mean_cosine"] >= 0.99
