@@ -289,9 +289,8 @@ def recommendation(rows: list[dict], max_drop: float = 1.0) -> str | None:
 
 
 def is_mobile_artifact(a) -> bool:
-    """What ``--target mobile`` measures: XNNPACK .pte and qnnpack (or float) .ptl files."""
-    q = a.manifest.get("quantization") or {}
-    backend = q.get("backend") or q.get("engine") or (a.manifest.get("recipe") or {}).get("backend")
-    if a.format == "pte":
-        return q.get("backend", "xnnpack") == "xnnpack"
-    return a.format == "ptl" and (backend in (None, "qnnpack") and q.get("dtype") in (None, "fp32", "int8"))
+    """What ``--target mobile`` measures: files of a route registered as ``mobile`` (XNNPACK .pte, qnnpack .ptl)."""
+    from edgeclip.exporter.routes import route_of
+
+    route = route_of(a.manifest)
+    return route is not None and route.mobile

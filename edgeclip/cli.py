@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.routes import choices as route_choices
 
 FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
 
@@ -164,14 +165,14 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--model", "-m", default=None, help="edgeclip-fmnist (default), an open_clip name (ViT-B-32), a model folder, or timm:<name>.")
 @click.option("--pretrained", default=None, help="Pretrained tag (openai, laion2b_s34b_b79k; 'hub' for timm), a checkpoint file, or 'none' (random weights).")
 @click.option("--task", type=click.Choice(["classifier", "image-encoder", "text-encoder"]), default=None, help="What to export [classifier].")
-@click.option("--quant", type=click.Choice(["none", "int8", "fp16", "bf16"]), default=None, help="Precision of the artifact [none].")
-@click.option("--scheme", type=click.Choice(["dynamic", "static"]), default=None, help="int8 scheme [dynamic].")
-@click.option("--backend", type=click.Choice(["onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable", "cuda"]), default=None,
+@click.option("--quant", type=click.Choice(route_choices("quant")), default=None, help="Precision of the artifact [none].")
+@click.option("--scheme", type=click.Choice(route_choices("scheme")), default=None, help="int8 scheme [dynamic].")
+@click.option("--backend", type=click.Choice(route_choices("backend")), default=None,
               help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx, qnnpack for ptl "
                    "(cuda for fp16/bf16 ptl), xnnpack for pte].")
 @click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default=None,
               help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16/bf16 need cuda.")
-@click.option("--format", "formats", multiple=True, help="onnx, ptl, pte or all; repeat or comma-separate [onnx].")
+@click.option("--format", "formats", multiple=True, help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx].")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +19,11 @@ from edgeclip.errors import FidelityError
 
 from .atomic import staged_dir
 from .fidelity import THRESHOLDS, Threshold, compare
-from .formats.onnx import OPSET, export_onnx
+from .formats.onnx import OPSET
 from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
-from .formats.torchscript_lite import export_ptl
-from .formats.executorch import export_pte
-from .formats.onnx_optimize import optimize_onnx
-from .quantize.attention import split_attention
 from .quantize.embedding import int8_embeddings
-from .quantize.half import convert_onnx_fp16, to_half
-from .quantize.patch_embed import patch_embed_as_linear
-from .quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
-from .quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
-from .quantize.torch_ao import quantize_torch_ao, quantized_engine
-from .recipe import HALF, ExportRecipe, slug
+from .recipe import FORMATS, ExportRecipe, slug
+from .routes import find
 
 
 @dataclass
@@ -84,70 +77,13 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
     return f"{model}-{subject.task}-{fmt}-{quant}{suffix}"
 
 
-def _produce_onnx(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    target = stage / MODEL_FILES["onnx"]
-    fp32 = stage / "fp32.onnx.tmp"
-    # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
-    module = split_attention(subject.module) if recipe.quant == "int8" else subject.module
-    export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
-    facts: dict = {}
-    if recipe.optimize:
-        optimized = stage / "optimized.onnx.tmp"
-        facts["optimizer"] = optimize_onnx(fp32, optimized, check_inputs=subject.verify_inputs[:8])
-        fp32.unlink()
-        fp32 = optimized
-    if recipe.quant == "none":
-        fp32.rename(target)
-        return {"dtype": "fp32", "method": "none", **facts}
-    if recipe.quant == "fp16":
-        info = convert_onnx_fp16(fp32, target)
-        fp32.unlink()
-        return {"dtype": "fp16", "backend": "onnxruntime", **info, **facts}
-    if recipe.scheme == "dynamic":
-        info = quantize_onnx_dynamic(fp32, target, OrtDynamicConfig())
-    else:
-        config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(recipe.keep_float))
-        ranked = []
-        if recipe.sensitive_float:
-            ranked = sensitive_nodes(fp32, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
-            config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
-        info = quantize_onnx_static(fp32, target, subject.calib_inputs, subject.input_name, config)
-        info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
-    fp32.unlink()
-    return {"dtype": "int8", "scheme": recipe.scheme, "backend": "onnxruntime", **info, **facts}
+def _produce(subject: ExportSubject, recipe: ExportRecipe, stage: Path, fmt: str) -> dict:
+    """The registered route's producer (``recipe`` is validated, so the route exists)."""
+    return find(fmt, recipe.quant, recipe.scheme, recipe.backend_for(fmt)).produce(subject, recipe, stage)
 
 
-def _produce_ptl(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    engine = recipe.backend_for("ptl")
-    if recipe.quant == "none":
-        return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, stage / MODEL_FILES["ptl"])}
-    if recipe.quant in HALF:
-        # traced where it will run when a GPU is here (CUDA kernels, CUDA constants); else on the CPU, which
-        # records the same graph -- the lite interpreter maps the weights to the GPU at load time
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        # SDPA attention and a GEMM patch embedding: the same function, the kernels a GPU runs fast
-        half = to_half(patch_embed_as_linear(split_attention(subject.module)), recipe.quant, device)
-        facts = export_ptl(half, subject.example.to(device), stage / MODEL_FILES["ptl"], mobile_optimize=False)
-        return {"dtype": recipe.quant, "backend": "cuda", "traced_on": device, "io_dtype": "float32",
-                "rewrites": ["nn.MultiheadAttention -> q/k/v Linears + scaled_dot_product_attention",
-                             "patchify Conv2d -> reshape + Linear (GEMM)"],
-                "int8_ops": [], "float_ops": f"every op in {recipe.quant} except the fp32 input/output casts", **facts}
-    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
-    with quantized_engine(engine):
-        facts = export_ptl(qmodel, subject.example, stage / MODEL_FILES["ptl"])
-    return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
-
-
-def _produce_pte(subject: ExportSubject, recipe: ExportRecipe, stage: Path) -> dict:
-    backend = recipe.backend_for("pte")
-    facts = export_pte(subject.module, subject.example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
-                       calib=subject.calib_inputs, delegate=backend)
-    if recipe.quant == "none":
-        return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
-    return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}
-
-
-PRODUCERS = {"onnx": _produce_onnx, "ptl": _produce_ptl, "pte": _produce_pte}
+# one entry per format (a seam the failure-injection tests patch); each dispatches to the registered route
+PRODUCERS = {f: partial(_produce, fmt=f) for f in FORMATS}
 
 
 def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:

@@ -2,8 +2,8 @@
 
 It is built from CLI flags, from a TOML / JSON / YAML file, or in Python, and it is written into
 every manifest so an artifact can be rebuilt and its numbers explained.  The support table below
-is the single source of truth for which (format, quant, scheme, backend) combinations exist;
-anything else is refused here, naming a combination that does work.
+(derived from the route registry in ``exporter/routes``) says which (format, quant, scheme, backend)
+combinations exist; anything else is refused here, naming a combination that does work.
 """
 
 from __future__ import annotations
@@ -17,34 +17,26 @@ from edgeclip.errors import EdgeclipError
 
 from .compress.config import CompressRecipe
 
-FORMATS = ("onnx", "ptl", "pte")
-QUANTS = ("none", "int8", "fp16", "bf16")
-SCHEMES = ("dynamic", "static")
-BACKENDS = ("onnxruntime", "qnnpack", "fbgemm", "x86", "xnnpack", "portable", "cuda")
+from .routes import choices, find, refusal_reason, routes
+
+# Derived from the route registry (exporter/routes/), live: what exists is what is registered.
+FORMATS = choices("format")       # the model-file kinds (each has a writer, a runtime and a manifest file name)
 TASKS = ("classifier", "image-encoder", "text-encoder")
 TARGETS = ("cpu", "mobile", "cuda")       # where the artifact will run; fp16/bf16 only make sense on CUDA
 HALF = ("fp16", "bf16")
 
-# (format, quant, scheme, backend) -> what produces it.  scheme is None for float artifacts.
-SUPPORTED: dict[tuple[str, str, str | None, str], str] = {
-    ("onnx", "none", None, "onnxruntime"): "torch.onnx.export (dynamo, opset 18)",
-    ("onnx", "int8", "dynamic", "onnxruntime"): "onnxruntime quantize_dynamic, per-channel int8 weights",
-    ("onnx", "int8", "static", "onnxruntime"): "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float",
-    **{("ptl", "none", None, e): "torch.jit.trace -> lite interpreter (engine only matters for int8)" for e in ("qnnpack", "fbgemm", "x86")},
-    **{("ptl", "int8", s, e): f"torch.ao eager {s} int8 Linears (MHA split), {e} kernels"
-       for s in ("dynamic", "static") for e in ("qnnpack", "fbgemm", "x86")},
-    ("pte", "none", None, "xnnpack"): "torch.export -> to_edge_transform_and_lower, XNNPACK delegate",
-    ("pte", "none", None, "portable"): "torch.export -> to_edge, ExecuTorch portable kernels only (reference)",
-    ("pte", "int8", "dynamic", "xnnpack"): "PT2E XNNPACKQuantizer, dynamic activations, per-channel weights",
-    ("pte", "int8", "static", "xnnpack"): "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated",
-    ("onnx", "fp16", None, "onnxruntime"): "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), fp32 inputs/outputs kept; "
-                                           "for onnxruntime's CUDA EP",
-    **{("ptl", q, None, "cuda"): f"torch.jit.trace of the {q} model (fp32 inputs/outputs kept) -> TorchScript-lite; "
-                                 "runs on CUDA through the lite interpreter" for q in HALF},
-}
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "ptl": "qnnpack", "pte": "xnnpack"}
-FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "qnnpack": "ptl", "fbgemm": "ptl", "x86": "ptl", "xnnpack": "pte", "portable": "pte",
-                     "cuda": "ptl"}
+
+def supported() -> dict[tuple[str, str, str | None, str], str]:
+    """(format, quant, scheme, backend) -> how it is produced; scheme is None for float artifacts."""
+    return {r.key: r.how for r in routes()}
+
+
+def default_backend(fmt: str) -> str:
+    return next(r.backend for r in routes() if r.format == fmt)
+
+
+def format_of_backend(backend: str) -> str:
+    return next(r.format for r in routes() if r.backend == backend)
 
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -85,20 +77,20 @@ class ExportRecipe:
         if self.formats:
             r = replace(self, formats=tuple(self.formats))
         else:
-            r = replace(self, formats=(FORMAT_OF_BACKEND.get(self.backend or "", "onnx"),))
+            r = replace(self, formats=(format_of_backend(self.backend) if self.backend in choices("backend") else "onnx",))
         if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format)
-            r.formats = tuple(f for f in FORMATS if any(k[0] == f and k[1] == r.quant for k in SUPPORTED))
+            r.formats = tuple(f for f in choices("format") if any(k[0] == f and k[1] == r.quant for k in supported()))
         for f in r.formats:
-            if f not in FORMATS:
-                raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(FORMATS)} or all")
-        if r.quant not in QUANTS:
-            raise EdgeclipError(f"unknown --quant {r.quant!r}; use one of {', '.join(QUANTS)}")
+            if f not in choices("format"):
+                raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(choices('format'))} or all")
+        if r.quant not in choices("quant"):
+            raise EdgeclipError(f"unknown --quant {r.quant!r}; use one of {', '.join(choices('quant'))}")
         if r.task not in TASKS:
             raise EdgeclipError(f"unknown task {r.task!r}; use one of {', '.join(TASKS)}")
-        if r.scheme is not None and r.scheme not in SCHEMES:
+        if r.scheme is not None and r.scheme not in choices("scheme"):
             raise EdgeclipError(f"unknown --scheme {r.scheme!r}; use dynamic or static")
-        if r.backend is not None and r.backend not in BACKENDS:
-            raise EdgeclipError(f"unknown --backend {r.backend!r}; use one of {', '.join(BACKENDS)}")
+        if r.backend is not None and r.backend not in choices("backend"):
+            raise EdgeclipError(f"unknown --backend {r.backend!r}; use one of {', '.join(choices('backend'))}")
         if r.target is not None and r.target not in TARGETS:
             raise EdgeclipError(f"unknown --target {r.target!r}; use one of {', '.join(TARGETS)}")
         r.target = r.target or ("cuda" if r.quant in HALF else "cpu")
@@ -141,37 +133,28 @@ class ExportRecipe:
             raise EdgeclipError(f"--calib-size must be between 1 and 100000 (got {r.calib_size})")
         for f in r.formats:
             backend = r.backend_for(f)
-            if (f, r.quant, r.scheme, backend) not in SUPPORTED:
+            if find(f, r.quant, r.scheme, backend) is None:
                 raise EdgeclipError(self._refusal(f, backend, r))
         return r
 
     def backend_for(self, fmt: str) -> str:
         """The backend a format is built for: --backend when it belongs to that format (or only one format was
         asked for, so a mismatch is refused), else the format's default."""
-        if self.backend and (FORMAT_OF_BACKEND[self.backend] == fmt or len(self.formats or ()) <= 1):
+        if self.backend and (format_of_backend(self.backend) == fmt or len(self.formats or ()) <= 1):
             return self.backend
         if fmt == "ptl" and self.quant in HALF:
             return "cuda"
-        return DEFAULT_BACKEND[fmt]
+        return default_backend(fmt)
 
     def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:
         asked = f"--format {fmt} --quant {r.quant}" + (f" --scheme {r.scheme}" if r.scheme else "") + f" --backend {backend}"
-        if FORMAT_OF_BACKEND[backend] != fmt:
-            why = f"the {backend} backend builds {MODEL_KIND[FORMAT_OF_BACKEND[backend]]} files, not {MODEL_KIND[fmt]}"
-        elif r.quant in HALF and fmt == "pte":
-            why = (f"{r.quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; "
-                   ".pte targets CPU/mobile delegates (XNNPACK)")
-        elif r.quant == "bf16" and fmt == "onnx":
-            why = ("bf16 ONNX is not offered (onnxruntime's bf16 kernel coverage is partial and its CPU EP cannot run the "
-                   "file to verify it)")
-        elif r.quant in HALF and fmt == "ptl":
-            why = f"{r.quant} .ptl runs on CUDA, so its backend is cuda (qnnpack / fbgemm / x86 are int8 CPU engines)"
-        elif backend == "cuda":
-            why = "the cuda backend builds fp16/bf16 TorchScript-lite only"
+        if format_of_backend(backend) != fmt:
+            why = f"the {backend} backend builds {MODEL_KIND[format_of_backend(backend)]} files, not {MODEL_KIND[fmt]}"
         else:
-            why = "this combination is not available"
-        alts = [k for k in SUPPORTED if k[0] == fmt and k[1] == r.quant] or [k for k in SUPPORTED if k[1] == r.quant] \
-            or [k for k in SUPPORTED if k[0] == fmt] or list(SUPPORTED)
+            why = refusal_reason(fmt, r.quant, backend)
+        table = supported()
+        alts = [k for k in table if k[0] == fmt and k[1] == r.quant] or [k for k in table if k[1] == r.quant] \
+            or [k for k in table if k[0] == fmt] or list(table)
         ok = "; ".join(f"--format {f} --quant {q}" + (f" --scheme {s}" if s else "") + f" --backend {b}" for (f, q, s, b) in alts[:4])
         return f"{asked}: {why}; valid: {ok}"
 
@@ -223,4 +206,4 @@ MODEL_KIND = {"onnx": "ONNX (.onnx)", "ptl": "TorchScript-lite (.ptl)", "pte": "
 
 
 def support_table() -> list[dict]:
-    return [{"format": f, "quant": q, "scheme": s or "-", "backend": b, "how": how} for (f, q, s, b), how in SUPPORTED.items()]
+    return [{"format": f, "quant": q, "scheme": s or "-", "backend": b, "how": how} for (f, q, s, b), how in supported().items()]

@@ -1,0 +1,85 @@
+"""The route record, the registry and the refusal table (see the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from edgeclip.exporter.export import ExportSubject
+    from edgeclip.exporter.recipe import ExportRecipe
+
+# The model file a route writes into the staging folder: manifest.MODEL_FILES[format].
+Producer = Callable[["ExportSubject", "ExportRecipe", Path], dict]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One buildable artifact kind.  ``scheme`` is None for float routes; ``produce(subject, recipe, stage)``
+    writes the model file into ``stage`` and returns the manifest's ``quantization`` facts.  ``level``:
+    "model" when the precision is applied to the torch module before the file is written (torch.ao, PT2E,
+    half casts), "file" when a written file is rewritten (onnxruntime's quantizers, fp16 conversion)."""
+
+    format: str
+    quant: str
+    scheme: str | None
+    backend: str
+    how: str
+    produce: Producer
+    level: str = "model"
+    mobile: bool = False        # what phones run: ``bench --target mobile`` measures these
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str]:
+        return (self.format, self.quant, self.scheme, self.backend)
+
+
+_ROUTES: dict[tuple, Route] = {}
+_REFUSALS: list[tuple[dict, str]] = []
+
+
+def register(route: Route) -> Route:
+    if route.key in _ROUTES:
+        raise ValueError(f"export route {route.key} registered twice")
+    _ROUTES[route.key] = route
+    return route
+
+
+def refuse(why: str, **when: object) -> None:
+    """Why no route exists where ``when`` matches (keys: format, quant, backend; a value may be a tuple of
+    alternatives).  First match wins, so register specific reasons before general ones."""
+    _REFUSALS.append((when, why))
+
+
+def routes() -> list[Route]:
+    return list(_ROUTES.values())
+
+
+def find(fmt: str, quant: str, scheme: str | None, backend: str) -> Route | None:
+    return _ROUTES.get((fmt, quant, scheme, backend))
+
+
+def refusal_reason(fmt: str, quant: str, backend: str) -> str:
+    asked = {"format": fmt, "quant": quant, "backend": backend}
+    for when, why in _REFUSALS:
+        if all(asked[k] in (v if isinstance(v, tuple) else (v,)) for k, v in when.items()):
+            return why.format(**asked)
+    return "this combination is not available"
+
+
+def route_of(manifest: dict) -> Route | None:
+    """The route an artifact was built by, read from its manifest (None for a route no longer registered)."""
+    r = manifest.get("recipe") or {}
+    q = manifest.get("quantization") or {}
+    fmt, quant = manifest.get("format"), r.get("quant") or "none"
+    scheme = r.get("scheme") if quant == "int8" else None
+    backend = q.get("backend") or q.get("engine") or r.get("backend")
+    if backend is None or find(fmt, quant, scheme, backend) is None:   # the format's default backend
+        backend = next((x.backend for x in _ROUTES.values() if x.format == fmt and x.quant == quant), backend)
+    return find(fmt, quant, scheme, backend)
+
+
+def choices(field: str) -> tuple[str, ...]:
+    """Every value ``field`` (format, quant, scheme, backend) takes over the registered routes, in order."""
+    return tuple(dict.fromkeys(getattr(r, field) for r in _ROUTES.values() if getattr(r, field) is not None))

@@ -1,0 +1,85 @@
+"""ONNX routes (onnxruntime): fp32 from ``torch.onnx.export``, then file-level precision rewrites."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from .base import Route, refuse, register
+
+
+def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
+    """The fp32 ONNX every ONNX route starts from (optionally through onnxruntime's optimizer)."""
+    from edgeclip.exporter.formats.onnx import export_onnx
+    from edgeclip.exporter.formats.onnx_optimize import optimize_onnx
+    from edgeclip.exporter.quantize.attention import split_attention
+
+    fp32 = stage / "fp32.onnx.tmp"
+    # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
+    module = split_attention(subject.module) if split else subject.module
+    export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
+    facts: dict = {}
+    if recipe.optimize:
+        optimized = stage / "optimized.onnx.tmp"
+        facts["optimizer"] = optimize_onnx(fp32, optimized, check_inputs=subject.verify_inputs[:8])
+        fp32.unlink()
+        fp32 = optimized
+    return fp32, facts
+
+
+def _target(stage: Path) -> Path:
+    from edgeclip.exporter.manifest import MODEL_FILES
+
+    return stage / MODEL_FILES["onnx"]
+
+
+def fp32(subject, recipe, stage: Path) -> dict:
+    src, facts = _fp32_file(subject, recipe, stage, split=False)
+    src.rename(_target(stage))
+    return {"dtype": "fp32", "method": "none", **facts}
+
+
+def fp16(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.half import convert_onnx_fp16
+
+    src, facts = _fp32_file(subject, recipe, stage, split=False)
+    info = convert_onnx_fp16(src, _target(stage))
+    src.unlink()
+    return {"dtype": "fp16", "backend": "onnxruntime", **info, **facts}
+
+
+def int8_dynamic(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
+
+    src, facts = _fp32_file(subject, recipe, stage, split=True)
+    info = quantize_onnx_dynamic(src, _target(stage), OrtDynamicConfig())
+    src.unlink()
+    return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
+
+
+def int8_static(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
+
+    src, facts = _fp32_file(subject, recipe, stage, split=True)
+    config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(recipe.keep_float))
+    ranked = []
+    if recipe.sensitive_float:
+        ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
+        config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
+    info = quantize_onnx_static(src, _target(stage), subject.calib_inputs, subject.input_name, config)
+    info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
+    src.unlink()
+    return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, **facts}
+
+
+register(Route("onnx", "none", None, "onnxruntime", "torch.onnx.export (dynamo, opset 18)", fp32))
+register(Route("onnx", "int8", "dynamic", "onnxruntime",
+               "onnxruntime quantize_dynamic, per-channel int8 weights in a 7-bit range (no saturation on pre-VNNI x86)",
+               int8_dynamic, level="file"))
+register(Route("onnx", "int8", "static", "onnxruntime",
+               "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float", int8_static, level="file"))
+register(Route("onnx", "fp16", None, "onnxruntime", "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), "
+               "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", fp16, level="file"))
+
+refuse("bf16 ONNX is not offered (onnxruntime's bf16 kernel coverage is partial and its CPU EP cannot run the file to "
+       "verify it)", format="onnx", quant="bf16")

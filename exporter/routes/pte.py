@@ -1,0 +1,31 @@
+"""ExecuTorch routes: torch.export -> edge -> XNNPACK delegate (fp32 / PT2E int8) or portable kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Route, refuse, register
+
+
+def produce(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.formats.executorch import export_pte
+    from edgeclip.exporter.manifest import MODEL_FILES
+
+    backend = recipe.backend_for("pte")
+    facts = export_pte(subject.module, subject.example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
+                       calib=subject.calib_inputs, delegate=backend)
+    if recipe.quant == "none":
+        return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}
+
+
+register(Route("pte", "none", None, "xnnpack", "torch.export -> to_edge_transform_and_lower, XNNPACK delegate", produce,
+               mobile=True))
+register(Route("pte", "none", None, "portable", "torch.export -> to_edge, ExecuTorch portable kernels only (reference)", produce))
+register(Route("pte", "int8", "dynamic", "xnnpack", "PT2E XNNPACKQuantizer, dynamic activations, per-channel weights", produce,
+               mobile=True))
+register(Route("pte", "int8", "static", "xnnpack", "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated", produce,
+               mobile=True))
+
+refuse("{quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; .pte targets CPU/mobile "
+       "delegates (XNNPACK)", format="pte", quant=("fp16", "bf16"))

@@ -1,0 +1,70 @@
+"""TorchScript-lite routes (the lite interpreter): fp32, torch.ao int8 per CPU engine, fp16/bf16 for CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Route, refuse, register
+
+ENGINES = ("qnnpack", "fbgemm", "x86")
+HALF = ("fp16", "bf16")
+
+
+def _target(stage: Path) -> Path:
+    from edgeclip.exporter.manifest import MODEL_FILES
+
+    return stage / MODEL_FILES["ptl"]
+
+
+def fp32(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.formats.torchscript_lite import export_ptl
+
+    return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, _target(stage))}
+
+
+def half(subject, recipe, stage: Path) -> dict:
+    import torch
+
+    from edgeclip.exporter.formats.torchscript_lite import export_ptl
+    from edgeclip.exporter.quantize.attention import split_attention
+    from edgeclip.exporter.quantize.half import to_half
+    from edgeclip.exporter.quantize.patch_embed import patch_embed_as_linear
+
+    # traced where it will run when a GPU is here (CUDA kernels, CUDA constants); else on the CPU, which
+    # records the same graph -- the lite interpreter maps the weights to the GPU at load time
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # SDPA attention and a GEMM patch embedding: the same function, the kernels a GPU runs fast
+    model = to_half(patch_embed_as_linear(split_attention(subject.module)), recipe.quant, device)
+    facts = export_ptl(model, subject.example.to(device), _target(stage), mobile_optimize=False)
+    return {"dtype": recipe.quant, "backend": "cuda", "traced_on": device, "io_dtype": "float32",
+            "rewrites": ["nn.MultiheadAttention -> q/k/v Linears + scaled_dot_product_attention",
+                         "patchify Conv2d -> reshape + Linear (GEMM)"],
+            "int8_ops": [], "float_ops": f"every op in {recipe.quant} except the fp32 input/output casts", **facts}
+
+
+def int8(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.formats.torchscript_lite import export_ptl
+    from edgeclip.exporter.quantize.torch_ao import quantize_torch_ao, quantized_engine
+
+    engine = recipe.backend_for("ptl")
+    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
+    with quantized_engine(engine):
+        facts = export_ptl(qmodel, subject.example, _target(stage))
+    return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
+
+
+# qnnpack is the engine phones run (the lite interpreter's ARM int8 kernels); fbgemm / x86 are server CPUs
+for e in ENGINES:
+    register(Route("ptl", "none", None, e, "torch.jit.trace -> lite interpreter (engine only matters for int8)", fp32,
+                   mobile=e == "qnnpack"))
+for s in ("dynamic", "static"):
+    for e in ENGINES:
+        register(Route("ptl", "int8", s, e, f"torch.ao eager {s} int8 Linears (MHA split), {e} kernels", int8,
+                       mobile=e == "qnnpack"))
+for q in HALF:
+    register(Route("ptl", q, None, "cuda", f"torch.jit.trace of the {q} model (fp32 inputs/outputs kept) -> TorchScript-lite; "
+                   "runs on CUDA through the lite interpreter", half))
+
+refuse("{quant} .ptl runs on CUDA, so its backend is cuda (qnnpack / fbgemm / x86 are int8 CPU engines)",
+       format="ptl", quant=HALF)
+refuse("the cuda backend builds fp16/bf16 TorchScript-lite only", backend="cuda")
