@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from edgeclip.exporter.manifest import library_versions
+from edgeclip.manifest import library_versions
 
 SCHEMA = "edgeclip.bench/2"   # /2: one row per artifact x threads, worker-process memory, recommendation
 

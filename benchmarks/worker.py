@@ -119,7 +119,7 @@ def _eager_module(s: Subject):
     import torch
 
     from edgeclip.errors import EdgeclipError
-    from edgeclip.exporter.manifest import open_artifact
+    from edgeclip.manifest import open_artifact
     from edgeclip.preparation import rebuild_baseline
 
     if s.extra.get("open_clip_config"):
@@ -156,7 +156,10 @@ def _handle(state: _State, cmd: str, arg: dict):
     if cmd == "run":  # every input, in batches of 256, each a private copy
         sess = state.session(arg["threads"])
         n = len(state.inputs)
-        return {"outputs": np.concatenate([sess.run(np.array(state.inputs[i:i + 256])) for i in range(0, n, 256)])}
+        from edgeclip.runtimes.base import chunk_size
+
+        step = chunk_size(np.shape(state.inputs))
+        return {"outputs": np.concatenate([sess.run(np.array(state.inputs[i:i + step])) for i in range(0, n, step)])}
     if cmd == "time":
         sess = state.session(arg["threads"])
         batch = state.batch(arg["batch"])

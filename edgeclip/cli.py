@@ -368,7 +368,7 @@ def verify(artifacts, data, verify_size, threads, as_json):
     against the fp32 model on real inputs.
 
     Exit 0 when every artifact passes, 2 when a file is missing/tampered, 3 when one misses its fidelity bar."""
-    from edgeclip.exporter.manifest import collect_artifacts
+    from edgeclip.manifest import collect_artifacts
     from edgeclip.pipeline import verify as run_verify
 
     results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json)

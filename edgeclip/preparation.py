@@ -21,12 +21,13 @@ import torch
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.compress import Calibration, CompressRecipe, compress as run_passes
 from edgeclip.exporter.export import ExportSubject
-from edgeclip.exporter.manifest import Artifact
+from edgeclip.manifest import Artifact
 from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import LoadedModel, load_model
 from edgeclip.models.families import patch_for_export
 from edgeclip.models.preprocess import Preprocess
+from edgeclip.runtimes.base import chunk_size
 
 
 def progress_bar(progress: bool, total: int, desc: str):
@@ -279,7 +280,8 @@ def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages
 
     with torch.inference_mode():
         x = torch.from_numpy(subject.verify_inputs)
-        before = torch.cat([prep.uncompressed(x[i:i + 256]) for i in range(0, len(x), 256)]).float().numpy()
+        step = chunk_size(tuple(x.shape))
+        before = torch.cat([prep.uncompressed(x[i:i + step]) for i in range(0, len(x), step)]).float().numpy()
     after = subject.reference_outputs()
     out = compare(before, after, subject.verify_desc, subject.classification).to_dict()
     if subject.classification and data is not None and subject.task != "text-encoder":
@@ -301,7 +303,7 @@ def run_all(session, inputs: np.ndarray, progress: bool, desc: str) -> np.ndarra
     from edgeclip.runtimes import run_batched
 
     with progress_bar(progress, len(inputs), desc) as bar:
-        return run_batched(session, inputs, 256, bar.update if bar else None)
+        return run_batched(session, inputs, None, bar.update if bar else None)
 
 
 def check_label_match(classes: Sequence[str], data: LabeledImages, what: str) -> None:

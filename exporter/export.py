@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from edgeclip.errors import FidelityError
+from edgeclip.manifest import (MODEL_FILES, Artifact, FileEntry, Manifest, TensorSpec, library_versions, sha256_file,
+                               write_manifest)
+from edgeclip.runtimes.base import chunk_size
 
 from .atomic import staged_dir
 from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET
-from .manifest import MODEL_FILES, SCHEMA_VERSION, Artifact, library_versions, sha256_file, write_manifest
 from .quantize.embedding import int8_embeddings
 from .recipe import FORMATS, ExportRecipe, slug
 from .routes import find
@@ -59,7 +61,8 @@ class ExportSubject:
         if self.reference is None:
             with torch.inference_mode():
                 x = torch.from_numpy(self.verify_inputs)
-                self.reference = torch.cat([self.module(x[i:i + 256]) for i in range(0, len(x), 256)]).float().numpy()
+                step = chunk_size(tuple(x.shape))
+                self.reference = torch.cat([self.module(x[i:i + step]) for i in range(0, len(x), step)]).float().numpy()
         return self.reference
 
 
@@ -119,31 +122,18 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             raise FidelityError(f"{name} not written: {'; '.join(failures)} vs {ref} on {fid.inputs}; "
                                 "use a milder quantization (e.g. --quant none) or check the model")
         out_shape = ["batch", *outputs.shape[1:]]
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "format": fmt,
-            "task": subject.task,
-            "target": recipe.target,
-            "file": {"name": model_file.name, "bytes": model_file.stat().st_size, "sha256": sha256_file(model_file)},
-            "inputs": [{"name": subject.input_name, "shape": ["batch", *subject.verify_inputs.shape[1:]],
-                        "dtype": str(subject.verify_inputs.dtype)}],
-            "outputs": [{"name": subject.output_name, "shape": out_shape, "dtype": "float32"}],
-            "opset": OPSET if fmt == "onnx" else None,
-            "preprocessing": subject.preprocess,
-            "labels": subject.classes,
-            "tokenizer": subject.tokenizer,
-            "quantization": quant_info,
-            "source": subject.source,
-            "random_weights": subject.random_weights,
-            "compression": subject.compression,
-            "recipe": recipe.to_dict(),
-            "fidelity": fid.to_dict(),
-            "fidelity_threshold": {"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,
-                                   "agreement_enforced": not subject.random_weights},
-            "versions": library_versions(),
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        manifest = Manifest(
+            name=name, format=fmt, task=subject.task, target=recipe.target,
+            file=FileEntry(model_file.name, model_file.stat().st_size, sha256_file(model_file)),
+            inputs=[TensorSpec(subject.input_name, ["batch", *subject.verify_inputs.shape[1:]], str(subject.verify_inputs.dtype))],
+            outputs=[TensorSpec(subject.output_name, out_shape, "float32")],
+            opset=OPSET if fmt == "onnx" else None, preprocessing=subject.preprocess, labels=subject.classes,
+            tokenizer=subject.tokenizer, quantization=quant_info, source=subject.source,
+            random_weights=subject.random_weights, compression=subject.compression, recipe=recipe.to_dict(),
+            fidelity=fid.to_dict(),
+            fidelity_threshold={"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,
+                                "agreement_enforced": not subject.random_weights},
+            versions=library_versions(), export_seconds=round(time.perf_counter() - t0, 2),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z")).to_dict()
         write_manifest(stage, manifest)
     return Artifact(final, manifest)

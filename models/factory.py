@@ -55,9 +55,15 @@ class LoadedModel:
         """CLIP: vision tower + zero-shot head baked from ``prompt_names x templates``; timm: the model's own head."""
         if self.family == "timm":
             classes = classes or self.classes or [str(i) for i in range(self.model.num_classes)]
+            if len(classes) != self.model.num_classes and self.random_weights and hasattr(self.model, "reset_classifier"):
+                # random init: a head of the right size loses nothing (seeded, so verify / bench rebuild the same one)
+                with torch.random.fork_rng():
+                    torch.manual_seed(RANDOM_INIT_SEED)
+                    self.model.reset_classifier(len(classes))
             if len(classes) != self.model.num_classes:
                 raise EdgeclipError(f"{len(classes)} class names given but the timm head has {self.model.num_classes} outputs; "
-                                    "pass labels that match the head or a checkpoint fine-tuned on your classes")
+                                    "pass labels that match the head or a checkpoint fine-tuned on your classes, or export "
+                                    "its features with --task image-encoder")
             return ImageClassifier(self.model, nn.Identity(), self.preprocess, classes, False, self.random_weights)
         classes = classes or self.classes
         if not classes:

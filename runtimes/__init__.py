@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeclip.exporter.manifest import Artifact, open_artifact
+from edgeclip.manifest import Artifact, open_artifact
 
-from .base import Session, adapter_for, run_batched
+from .base import Session, adapter_for, chunk_size, run_batched
 
 
 def load(artifact, threads: int = 1, check: bool = True) -> Session:
@@ -32,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'edgeclip.runtimes' has no attribute {name!r}")
 
 
-__all__ = ["Session", "TorchEagerSession", "load", "run_batched"]
+__all__ = ["Session", "TorchEagerSession", "chunk_size", "load", "run_batched"]

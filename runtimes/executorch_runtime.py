@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclip.errors import EdgeclipError
-from edgeclip.exporter.manifest import Artifact
+from edgeclip.manifest import Artifact
 
 from .base import register
 
@@ -124,7 +124,5 @@ def load_pte(artifact: Artifact | str, threads: int = 1, check: bool = True) -> 
     if isinstance(artifact, Artifact):
         if check:
             artifact.verify_integrity()
-        m = artifact.manifest
-        facts = {**(m.get("executorch") or {}), **(m.get("quantization") or {})}
-        return ExecuTorchSession(artifact.file, threads, facts)
+        return ExecuTorchSession(artifact.file, threads, artifact.quantization)
     return ExecuTorchSession(str(artifact), threads)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError
-from edgeclip.exporter.manifest import Artifact
+from edgeclip.manifest import Artifact
 
 from .base import device_for, register
 
@@ -50,5 +50,4 @@ class LiteSession:
 def load_ptl(artifact: Artifact, threads: int = 1, check: bool = True) -> LiteSession:
     if check:
         artifact.verify_integrity()
-    q = artifact.manifest.get("quantization") or {}
-    return LiteSession(str(artifact.file), threads, q.get("engine"), device_for(artifact.manifest))
+    return LiteSession(str(artifact.file), threads, artifact.quantization.get("engine"), device_for(artifact.manifest))

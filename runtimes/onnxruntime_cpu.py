@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeclip.errors import EdgeclipError
-from edgeclip.exporter.manifest import Artifact
+from edgeclip.manifest import Artifact
 
 from .base import device_for, register
 

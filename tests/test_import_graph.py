@@ -1,6 +1,7 @@
 """The layering the design relies on: the public API (``edgeclip.pipeline``, the CLI) sits on top; the bench
 engine, exporter, runtimes and model code never import it back, not even inside a function (the hidden
-cycle the family/route redesign removed).  Checked on the source, so a lazy import is caught too."""
+cycle the family/route redesign removed); runtimes read the manifest contract (``edgeclip.manifest``), never
+the exporter that writes it.  Checked on the source, so a lazy import is caught too."""
 
 import ast
 from pathlib import Path
@@ -34,6 +35,12 @@ def _files():
 def test_lower_layers_never_import_the_api(path):
     bad = {m for m in _imports(path) if any(m == u or m.startswith(u + ".") for u in UPPER)}
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: move what it needs into edgeclip/preparation.py"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "runtimes").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_runtimes_read_the_manifest_contract_not_the_exporter(path):
+    bad = {m for m in _imports(path) if m.startswith("edgeclip.exporter")}
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: runtimes depend on edgeclip.manifest only"
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):

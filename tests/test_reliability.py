@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import edgeclip
 from edgeclip.cli import main
 from edgeclip.errors import EdgeclipError
-from edgeclip.exporter.manifest import open_artifact, sha256_file
+from edgeclip.manifest import open_artifact, sha256_file
 from edgeclip.runtimes import load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
 
 
 def _target(stage: Path) -> Path:
-    from edgeclip.exporter.manifest import MODEL_FILES
+    from edgeclip.manifest import MODEL_FILES
 
     return stage / MODEL_FILES["onnx"]
 

@@ -9,7 +9,7 @@ from .base import Route, refuse, register
 
 def produce(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.formats.executorch import export_pte
-    from edgeclip.exporter.manifest import MODEL_FILES
+    from edgeclip.manifest import MODEL_FILES
 
     backend = recipe.backend_for("pte")
     facts = export_pte(subject.module, subject.example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,

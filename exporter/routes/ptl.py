@@ -11,7 +11,7 @@ HALF = ("fp16", "bf16")
 
 
 def _target(stage: Path) -> Path:
-    from edgeclip.exporter.manifest import MODEL_FILES
+    from edgeclip.manifest import MODEL_FILES
 
     return stage / MODEL_FILES["ptl"]
 

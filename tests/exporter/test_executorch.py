@@ -11,7 +11,7 @@ pytest.importorskip("executorch")
 
 from edgeclip.errors import EdgeclipError  # noqa: E402
 from edgeclip.exporter.formats.executorch import export_pte  # noqa: E402
-from edgeclip.exporter.manifest import Artifact, sha256_file  # noqa: E402
+from edgeclip.manifest import Artifact, sha256_file  # noqa: E402
 from edgeclip.models.datasets import load_dataset  # noqa: E402
 from edgeclip.pipeline import prepare  # noqa: E402
 from edgeclip.runtimes.executorch_runtime import ExecuTorchSession, load_pte  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 import edgeclip
 from edgeclip.errors import EdgeclipError, FidelityError
 from edgeclip.exporter import fidelity
-from edgeclip.exporter.manifest import open_artifact, sha256_file
+from edgeclip.manifest import open_artifact, sha256_file
 from edgeclip.models.preprocess import Preprocess
 from edgeclip.runtimes import load
 

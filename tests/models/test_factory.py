@@ -565,3 +565,27 @@ def test_timm_default_size_without_override(no_network):
     loaded = load_model(f"timm:{TIMM_NAME}", "none", patch_size=32, embed_dim=32, depth=1, num_heads=2, num_classes=2)
     assert loaded.preprocess.size == 224
     assert loaded.preprocess.crop_pct == pytest.approx(0.9)
+
+
+def test_random_timm_head_takes_the_class_count_and_rebuilds_identically():
+    """``--pretrained none`` with a dataset of 3 classes: a random 1000-way head would refuse; a seeded 3-way
+    head loses nothing and is the same when verify / bench rebuild the model.  Trained heads still refuse."""
+    from dataclasses import replace
+
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.models.factory import load_model
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, depth=1)
+    heads = [load_model("timm:deit_tiny_patch16_224", "none", **kw).classifier(["a", "b", "c"]).backbone.head.weight
+             for _ in range(2)]
+    assert heads[0].shape[0] == 3 and torch.equal(heads[0], heads[1])
+    trained = replace(load_model("timm:deit_tiny_patch16_224", "none", **kw), random_weights=False)
+    with pytest.raises(EdgeclipError, match="has 1000 outputs.*--task image-encoder"):
+        trained.classifier(["a", "b", "c"])
+
+
+def test_chunks_shrink_with_the_square_of_the_token_count():
+    from edgeclip.runtimes.base import chunk_size
+
+    assert chunk_size((10, 3, 224, 224)) == 256 and chunk_size((10, 77)) == 256
+    assert chunk_size((10, 3, 448, 448)) == 16 and 1 <= chunk_size((10, 3, 518, 518)) <= 8

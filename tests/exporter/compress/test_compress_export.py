@@ -6,7 +6,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgeclip.cli import main
-from edgeclip.exporter.manifest import open_artifact
+from edgeclip.manifest import open_artifact
 from edgeclip.runtimes import load as load_session
 
 

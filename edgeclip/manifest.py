@@ -3,6 +3,10 @@
 ``out/<name>/manifest.json`` records the file's sha256 and size, input/output names, shapes and
 dtypes, preprocessing, labels, the recipe and source model that produced it, library versions and
 the measured fidelity against fp32.  Runtimes refuse a file whose bytes no longer match it.
+
+This is the contract between the exporter (which writes it) and the runtimes and benchmarks (which read
+it), so it sits below both: ``Manifest`` is the typed, versioned schema; a file from a newer edgeclip is
+refused with one line instead of being half-read.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from edgeclip.errors import EdgeclipError
@@ -18,6 +22,92 @@ from edgeclip.errors import EdgeclipError
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 MODEL_FILES = {"onnx": "model.onnx", "ptl": "model.ptl", "pte": "model.pte"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: list            # "batch" for the free dimension, ints elsewhere
+    dtype: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``, schema version ``SCHEMA_VERSION``.  ``quantization`` holds the facts of the route
+    that built the file (dtype, scheme, backend / engine, delegate, batch bound, ...): they differ per route,
+    so they stay a mapping.  Keys a newer edgeclip of the same schema version adds are kept in ``extra``."""
+
+    name: str
+    format: str
+    task: str
+    target: str
+    file: FileEntry
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict
+    recipe: dict
+    source: dict
+    fidelity: dict
+    fidelity_threshold: dict
+    opset: int | None = None
+    preprocessing: dict | None = None
+    labels: list[str] = field(default_factory=list)
+    tokenizer: dict | None = None
+    random_weights: bool = False
+    compression: dict | None = None
+    versions: dict = field(default_factory=dict)
+    export_seconds: float | None = None
+    created: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    _ORDER = ("schema_version", "name", "format", "task", "target", "file", "inputs", "outputs", "opset", "preprocessing",
+              "labels", "tokenizer", "quantization", "source", "random_weights", "compression", "recipe", "fidelity",
+              "fidelity_threshold", "versions", "export_seconds", "created")
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self._ORDER}
+        d["file"] = {"name": self.file.name, "bytes": self.file.bytes, "sha256": self.file.sha256}
+        d["inputs"] = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.inputs]
+        d["outputs"] = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.outputs]
+        return {**d, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "manifest") -> "Manifest":
+        """Parse and check; raises EdgeclipError naming what is wrong and what to do."""
+        if not isinstance(d, dict):
+            raise EdgeclipError(f"{where} is not a valid edgeclip manifest (not a JSON object); re-export the artifact")
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise EdgeclipError(f"{where} has manifest schema {version!r}, newer than this edgeclip reads ({SCHEMA_VERSION}); "
+                                "upgrade edgeclip or re-export the artifact with this version")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise EdgeclipError(f"{where} is not a valid edgeclip manifest (missing {', '.join(missing)}); re-export the artifact")
+        if d["format"] not in MODEL_FILES:
+            raise EdgeclipError(f"{where} is for format {d['format']!r}, which this edgeclip cannot run "
+                                f"({', '.join(MODEL_FILES)}); upgrade edgeclip")
+        try:
+            args = {k: d[k] for k in known if k in d}
+            args["file"] = FileEntry(d["file"]["name"], int(d["file"]["bytes"]), str(d["file"]["sha256"]))
+            args["inputs"] = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in d["inputs"]]
+            args["outputs"] = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in d["outputs"]]
+        except (KeyError, TypeError, ValueError):
+            raise EdgeclipError(f"{where} is not a valid edgeclip manifest (bad file / inputs / outputs entry); "
+                                "re-export the artifact") from None
+        for k in ("quantization", "recipe", "source", "fidelity", "fidelity_threshold"):
+            args[k] = args.get(k) or {}
+        args["labels"] = list(args.get("labels") or [])
+        return cls(**args, extra={k: v for k, v in d.items() if k not in known})
 
 
 def sha256_file(path: Path) -> str:
@@ -58,6 +148,16 @@ class Artifact:
     @property
     def name(self) -> str:
         return self.dir.name
+
+    @property
+    def quantization(self) -> dict:
+        """The route's facts that runtimes act on (engine, delegate, batch bound, dtype)."""
+        return self.manifest.get("quantization") or {}
+
+    @property
+    def meta(self) -> Manifest:
+        """The manifest, typed (``manifest`` is the same record as parsed JSON)."""
+        return Manifest.from_dict(self.manifest, str(self.dir / MANIFEST))
 
     def __repr__(self) -> str:
         """One line a person can read (``print(artifacts)`` used to dump every manifest); the whole record is
@@ -102,9 +202,9 @@ def open_artifact(path: str | Path) -> Artifact:
         raise EdgeclipError(f"{p} is not an edgeclip artifact (no {MANIFEST} beside it); pass a folder written by 'edgeclip export'")
     try:
         manifest = json.loads(mpath.read_text())
-        manifest["format"], manifest["file"]["name"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise EdgeclipError(f"{mpath} is not a valid edgeclip manifest; re-export the artifact") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EdgeclipError(f"{mpath} is not a valid edgeclip manifest (not JSON); re-export the artifact") from None
+    Manifest.from_dict(manifest, str(mpath))   # refuses an incomplete or newer-schema manifest in one line
     return Artifact(folder, manifest)
 
 
