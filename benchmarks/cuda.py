@@ -140,7 +140,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     """Rows for every eager variant of each artifact family's fp32 model and every CUDA artifact."""
     from edgeclip.benchmarks.accuracy import accuracy_metrics
     from edgeclip.benchmarks.harness import _artifact_row
-    from edgeclip.benchmarks.timing import time_interleaved
+    from edgeclip.benchmarks.timing import speedups, time_interleaved
     from edgeclip.models.preprocess import Preprocess
     from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, check_label_match, preprocessed_images, run_all
     from edgeclip.runtimes import load as load_session
@@ -231,9 +231,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
         for r in rows:
             base = ref_of.get(r["artifact"]) or (r["artifact"] if r.get("baseline") else None)
             if base in timed and "latency_ms_median" in r:
-                base_sum = timed[base].summary()
-                r["speedup"] = base_sum["latency_ms_median"] / r["latency_ms_median"]
-                r["throughput_speedup"] = r["throughput_img_s"] / base_sum["throughput_img_s"]
+                r.update(speedups(r, timed[base].summary()))
     extra = {"gpu": gpu_environment(), "skipped_cpu_artifacts": skipped,
              "timing_note": "inputs resident on the GPU; each call ends with torch.cuda.synchronize()"}
     if os.environ.get("CUDA_VISIBLE_DEVICES"):

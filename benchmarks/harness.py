@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeclip.errors import EdgeclipError
 
-from .timing import Timing, TimingConfig
+from .timing import Timing, TimingConfig, speedups
 from .worker import Subject, Worker, WorkerFailed
 
 
@@ -148,12 +148,10 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
 def _registered_config(a) -> dict:
     """An open_clip architecture the caller registered at run time (``open_clip.add_model_config``) exists only
     in this process; hand its config to the worker that rebuilds the eager model."""
+    from edgeclip.models.factory import open_clip_config
+
     name = str((a.manifest.get("source") or {}).get("model", ""))
-    try:
-        from open_clip.factory import _MODEL_CONFIGS
-    except ImportError:
-        return {}
-    cfg = _MODEL_CONFIGS.get(name)
+    cfg = open_clip_config(name)
     return {"open_clip_config": (name, cfg)} if cfg is not None else {}
 
 
@@ -231,8 +229,7 @@ def _timed_rows(workers, rows, by_name, ref_of, threads_list, timing: TimingConf
                     row.update(summaries[n])
                     base = ref_of.get(n) or (n if r.get("baseline") else None)
                     if base in summaries:
-                        row["speedup"] = summaries[base]["latency_ms_median"] / row["latency_ms_median"]
-                        row["throughput_speedup"] = row["throughput_img_s"] / summaries[base]["throughput_img_s"]
+                        row.update(speedups(summaries[n], summaries[base]))
                 elif "error" in by_name[n]:
                     row["error"] = by_name[n]["error"]
                 out_rows.append(row)

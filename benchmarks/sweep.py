@@ -94,7 +94,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
               classes, prompt_names, templates, timing, progress: Callable[[int], None] | None = None,
               calibration=None) -> dict:
     """Evaluate every point of every series; returns the report dict (schema ``edgeclip.sweep/1``)."""
-    from edgeclip.benchmarks.timing import time_interleaved
+    from edgeclip.benchmarks.timing import speedups, time_interleaved
     from edgeclip.exporter.compress import compress
     from edgeclip.exporter.compress.structure import tower_flops, tower_params
 
@@ -153,7 +153,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
                 key = f"{name}:{row['x']}"
                 if key in timed:
                     row["latency_ms_median"] = round(timed[key]["latency_ms_median"], 3)
-                    row["speedup_vs_uncompressed"] = round(b / timed[key]["latency_ms_median"], 3)
+                    row["speedup_vs_uncompressed"] = round(speedups(timed[key], timed["baseline"])["speedup"], 3)
                     row["baseline_latency_ms_median"] = round(b, 3)
         points += rows
     from .report import cpu_flags, cpu_name

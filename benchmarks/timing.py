@@ -61,3 +61,12 @@ def time_interleaved(sessions: dict[str, tuple[Session, np.ndarray, np.ndarray |
         if progress:
             progress(1)
     return results
+
+
+def speedups(summary: dict, baseline: dict) -> dict:
+    """Ratios against a baseline timed in the same interleaved rounds (never across runs): ``speedup`` =
+    baseline batch-1 median / this median, ``throughput_speedup`` = this throughput / the baseline's."""
+    out = {"speedup": baseline["latency_ms_median"] / summary["latency_ms_median"]}
+    if summary.get("throughput_img_s") and baseline.get("throughput_img_s"):
+        out["throughput_speedup"] = summary["throughput_img_s"] / baseline["throughput_img_s"]
+    return out

@@ -123,10 +123,9 @@ def _eager_module(s: Subject):
     from edgeclip.preparation import rebuild_baseline
 
     if s.extra.get("open_clip_config"):
-        from open_clip.factory import _MODEL_CONFIGS
+        from edgeclip.models.factory import register_open_clip_config
 
-        name, cfg = s.extra["open_clip_config"]
-        _MODEL_CONFIGS.setdefault(name, cfg)
+        register_open_clip_config(*s.extra["open_clip_config"])
     prep = rebuild_baseline(open_artifact(s.path), None)
     if prep is None:
         raise EdgeclipError("the artifact came from a user module; there is no eager model to rebuild")

@@ -39,7 +39,7 @@ RANDOM_WEIGHTS_NOTE = "random weights: numbers prove plumbing and timing only, n
 class LoadedModel:
     """A loaded model plus everything needed to wrap it and to record where it came from."""
 
-    family: str                      # "open_clip" or "timm"
+    family: str                      # the loader: "open_clip" or "timm" (a record; the subclass does the wrapping)
     model: nn.Module
     preprocess: Preprocess
     source: dict                     # {"model", "pretrained", "kwargs"}: load_model(model, pretrained, **kwargs) rebuilds it
@@ -52,19 +52,21 @@ class LoadedModel:
 
     def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
                    templates: list[str] | None = None) -> ImageClassifier:
-        """CLIP: vision tower + zero-shot head baked from ``prompt_names x templates``; timm: the model's own head."""
-        if self.family == "timm":
-            classes = classes or self.classes or [str(i) for i in range(self.model.num_classes)]
-            if len(classes) != self.model.num_classes and self.random_weights and hasattr(self.model, "reset_classifier"):
-                # random init: a head of the right size loses nothing (seeded, so verify / bench rebuild the same one)
-                with torch.random.fork_rng():
-                    torch.manual_seed(RANDOM_INIT_SEED)
-                    self.model.reset_classifier(len(classes))
-            if len(classes) != self.model.num_classes:
-                raise EdgeclipError(f"{len(classes)} class names given but the timm head has {self.model.num_classes} outputs; "
-                                    "pass labels that match the head or a checkpoint fine-tuned on your classes, or export "
-                                    "its features with --task image-encoder")
-            return ImageClassifier(self.model, nn.Identity(), self.preprocess, classes, False, self.random_weights)
+        raise NotImplementedError
+
+    def image_encoder(self) -> ImageEncoder:
+        raise NotImplementedError
+
+    def text_encoder(self) -> TextEncoder:
+        raise EdgeclipError(f"{self.source['model']} has no text tower; text export needs a CLIP model")
+
+
+@dataclass
+class OpenClipLoaded(LoadedModel):
+    """An open_clip CLIP: the classifier is the vision tower + a zero-shot head baked from ``prompt_names x templates``."""
+
+    def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
+                   templates: list[str] | None = None) -> ImageClassifier:
         classes = classes or self.classes
         if not classes:
             raise EdgeclipError("a CLIP classifier needs class names; pass --data (its classes are used) or --labels FILE")
@@ -76,14 +78,32 @@ class LoadedModel:
         return ImageClassifier(self.model.visual, head, self.preprocess, classes, True, self.random_weights).eval()
 
     def image_encoder(self) -> ImageEncoder:
-        if self.family == "timm":
-            return ImageEncoder(_TimmFeatures(self.model), self.preprocess, self.random_weights).eval()
         return ImageEncoder(self.model.visual, self.preprocess, self.random_weights).eval()
 
     def text_encoder(self) -> TextEncoder:
-        if self.family != "open_clip":
-            raise EdgeclipError(f"{self.source['model']} has no text tower; text export needs a CLIP model")
         return TextEncoder(self.model, self.tokenizer_info or {}, self.random_weights).eval()
+
+
+@dataclass
+class TimmLoaded(LoadedModel):
+    """A timm image model: the classifier is the model with its own head; the encoder its pooled features."""
+
+    def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
+                   templates: list[str] | None = None) -> ImageClassifier:
+        classes = classes or self.classes or [str(i) for i in range(self.model.num_classes)]
+        if len(classes) != self.model.num_classes and self.random_weights and hasattr(self.model, "reset_classifier"):
+            # random init: a head of the right size loses nothing (seeded, so verify / bench rebuild the same one)
+            with torch.random.fork_rng():
+                torch.manual_seed(RANDOM_INIT_SEED)
+                self.model.reset_classifier(len(classes))
+        if len(classes) != self.model.num_classes:
+            raise EdgeclipError(f"{len(classes)} class names given but the timm head has {self.model.num_classes} outputs; "
+                                "pass labels that match the head or a checkpoint fine-tuned on your classes, or export "
+                                "its features with --task image-encoder")
+        return ImageClassifier(self.model, nn.Identity(), self.preprocess, classes, False, self.random_weights)
+
+    def image_encoder(self) -> ImageEncoder:
+        return ImageEncoder(_TimmFeatures(self.model), self.preprocess, self.random_weights).eval()
 
 
 class _TimmFeatures(nn.Module):
@@ -169,7 +189,7 @@ def _finish_open_clip(model, tokenizer, source: dict, random_weights: bool, fold
     if folder is not None and (folder / "templates.json").is_file():
         meta = json.loads((folder / "templates.json").read_text())
     ctx = getattr(model, "context_length", None)
-    return LoadedModel("open_clip", model, _preprocess_from_open_clip(model), source, random_weights,
+    return OpenClipLoaded("open_clip", model, _preprocess_from_open_clip(model), source, random_weights,
                        tokenizer, _tokenizer_info(tokenizer, ctx), meta.get("templates"), meta.get("classes"),
                        meta.get("prompt_names"))
 
@@ -309,5 +329,23 @@ def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
             classes = list(ImageNetInfo().label_descriptions())
         except Exception:  # label files are optional in some timm builds
             classes = None
-    return LoadedModel("timm", model, pre, {"model": f"timm:{name}", "pretrained": tag, "kwargs": kwargs}, random_weights,
+    return TimmLoaded("timm", model, pre, {"model": f"timm:{name}", "pretrained": tag, "kwargs": kwargs}, random_weights,
                        classes=classes)
+
+
+def open_clip_config(name: str) -> dict | None:
+    """The config open_clip knows for architecture ``name`` in this process (one a caller registered at run
+    time with ``open_clip.add_model_config`` included), to hand to a worker process that must rebuild it."""
+    try:
+        from open_clip.factory import _MODEL_CONFIGS
+    except ImportError:
+        return None
+    return _MODEL_CONFIGS.get(name)
+
+
+def register_open_clip_config(name: str, cfg: dict) -> None:
+    """Make ``name`` buildable in this process (the worker side of ``open_clip_config``); an existing entry wins.
+    The one place edgeclip touches open_clip's private registry: ``add_model_config`` only reads files."""
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS.setdefault(name, cfg)
