@@ -55,12 +55,33 @@ class _StaticLinear(nn.Module):
         return self.dequant(self.linear(self.quant(x)))
 
 
-def _wrap_linears(module: nn.Module, qconfig) -> int:
-    """Wrap every Linear; only the wrappers get a qconfig, so convs and norms stay float."""
+LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+
+
+def linears_not_called(module: nn.Module, example: torch.Tensor | None) -> list[str]:
+    """Names of the Linears whose forward never runs: their owner reads ``.weight`` directly (EVA's attention
+    calls ``F.linear(x, qkv.weight, bias)``).  Swapping them for quantized modules, whose ``weight`` is a
+    method, breaks that call; they stay float instead."""
+    if example is None:
+        return []
+    called: set[str] = set()
+    handles = [m.register_forward_hook(lambda mod, i, o, n=name: called.add(n))
+               for name, m in module.named_modules() if type(m) in LINEARS]
+    try:
+        with torch.no_grad():
+            module(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return [name for name, m in module.named_modules() if type(m) in LINEARS and name not in called]
+
+
+def _wrap_linears(module: nn.Module, qconfig, skip: frozenset[str] = frozenset()) -> int:
+    """Wrap every Linear (but ``skip``); only the wrappers get a qconfig, so convs and norms stay float."""
     count = 0
-    for child in list(module.modules()):
+    for prefix, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
-            if type(sub) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+            if type(sub) in LINEARS and (f"{prefix}.{attr}" if prefix else attr) not in skip:
                 wrapper = _StaticLinear(sub)
                 wrapper.qconfig = qconfig
                 setattr(child, attr, wrapper)
@@ -80,15 +101,19 @@ def _op_census(module: nn.Module) -> dict:
 
 
 def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.ndarray | None = None,
-                      batch: int = 32) -> tuple[nn.Module, dict]:
-    """int8 copy of ``module`` for ``engine``; ``calib`` (real images) is required for ``static``."""
+                      batch: int = 32, example: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+    """int8 copy of ``module`` for ``engine``; ``calib`` (real images) is required for ``static``.  With an
+    ``example`` input, Linears the forward never calls are found and kept float (see ``linears_not_called``)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
     model = split_attention(module)
+    skip = frozenset(linears_not_called(model, example))
     with quantized_engine(engine), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if scheme == "dynamic":
-            qmodel = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            spec = ({n: torch.ao.quantization.default_dynamic_qconfig for n, m in model.named_modules()
+                     if type(m) in LINEARS and n not in skip} if skip else {nn.Linear})
+            qmodel = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
             info = {"activations": "int8, quantized per call (dynamic)"}
         else:
             if calib is None or len(calib) == 0:
@@ -96,7 +121,7 @@ def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.nda
 
                 raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC")
             qconfig = torch.ao.quantization.get_default_qconfig(engine)
-            n = _wrap_linears(model, qconfig)
+            n = _wrap_linears(model, qconfig, skip)
             prepared = torch.ao.quantization.prepare(model)
             with torch.no_grad():
                 for i in range(0, len(calib), batch):
@@ -107,4 +132,6 @@ def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.nda
     info.update({"method": f"torch.ao eager {scheme} ({engine})", "engine": engine, "weights": "int8",
                  "attention_split": "nn.MultiheadAttention -> q/k/v/out Linear", "float_ops": "LayerNorm, softmax, GELU, residual adds, patch-embedding conv",
                  **_op_census(qmodel)})
+    if skip:
+        info["float_linears"] = {"layers": sorted(skip), "why": "their owner uses .weight directly instead of calling them"}
     return qmodel.eval(), info

@@ -47,7 +47,7 @@ def int8(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.quantize.torch_ao import quantize_torch_ao, quantized_engine
 
     engine = recipe.backend_for("ptl")
-    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs)
+    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs, example=subject.example)
     with quantized_engine(engine):
         facts = export_ptl(qmodel, subject.example, _target(stage))
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
