@@ -268,7 +268,12 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
         facts.update(delegation_facts(edge.exported_program().graph_module))
 
         t = time.perf_counter()
-        program = edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
+        try:
+            program = edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise EdgeclipError(f"ExecuTorch could not build a program for {type(module).__name__} ({msg}); "
+                                "export it with --format onnx or ptl, or --quant none for .pte") from None
         seconds["to_executorch"] = round(time.perf_counter() - t, 2)
 
     path.write_bytes(program.buffer)

@@ -9,6 +9,11 @@ What compression may touch differs from a plain ViT, and each refusal says why:
 * Heads: rotary embeddings are laid out per head dimension; removing heads is not implemented.
 * Tokens: each token carries its own rotary position, which token dropping would have to gather too.
 Block pruning and SVD of the remaining Linears apply.
+
+Export patch: with ``qkv_bias_separate`` EvaAttention calls ``qkv(x)`` and adds the q/v bias after it (timm's
+own switch, the same function).  Quantizers then see a Linear call: PT2E's quantized ``F.linear`` with the
+assembled bias was left outside the XNNPACK delegate and ExecuTorch could not build the int8 program, and
+torch.ao's swapped module broke the ``F.linear`` call.
 """
 
 from __future__ import annotations
@@ -52,3 +57,13 @@ class TimmEva(Family):
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return int(model.patch_embed.num_patches), int(getattr(model, "num_prefix_tokens", 1))
+
+    def patch_for_export(self, model: nn.Module) -> list[str]:
+        n = 0
+        for m in model.modules():
+            if (getattr(m, "qkv", None) is not None and getattr(m, "q_bias", None) is not None
+                    and getattr(m, "qkv_bias_separate", True) is False):
+                m.qkv_bias_separate = True
+                n += 1
+        return [f"EVA attention: q/v bias added after the qkv Linear call in {n} blocks (timm qkv_bias_separate), "
+                "so quantizers see the projection"] if n else []

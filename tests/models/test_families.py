@@ -263,3 +263,26 @@ def test_mobileclip_pte_runs_batches_above_the_bound_lowering_narrowed(mobilecli
     q = art.manifest["quantization"]
     assert q["max_batch"] < 18 and q["batch"] == f"dynamic 1..{q['max_batch']}" and "narrowed" in q["batch_note"]
     assert art.manifest["fidelity"]["samples"] == 18 and art.manifest["fidelity"]["mean_cosine"] >= 0.99
+
+
+def test_eva_int8_pte_builds_because_the_export_patch_calls_qkv_as_a_linear(tiny_images, tmp_path):
+    """Unpatched, PT2E quantizes EVA's F.linear(x, qkv.weight, q/v bias) into ops XNNPACK leaves outside its
+    delegate and ExecuTorch cannot build the int8 program; timm's qkv_bias_separate (same function) fixes it.
+    A user's head on an EVA backbone: random EVA heads are initialised ~1e-4, below XNNPACK's weight scale floor."""
+    torch.manual_seed(0)
+
+    class EvaClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = timm.create_model("eva02_tiny_patch14_224", pretrained=False,
+                                              **{**TIMM_KW, "patch_size": 8, "num_classes": 0})
+            self.head = torch.nn.Linear(64, 3)
+            self.preprocess = Preprocess(size=32)
+
+        def forward(self, x):
+            return self.head(self.backbone(x))
+
+    art = edgeclip.export(EvaClassifier().eval(), quant="int8", data=tiny_images, labels=["cat", "dog", "car"],
+                          formats=("pte",), verify_size=6, out=str(tmp_path), min_agreement=0.0)[0]
+    assert "qkv_bias_separate" in art.manifest["source"]["export_patches"][0]
+    assert art.manifest["fidelity"]["mean_cosine"] >= 0.98
