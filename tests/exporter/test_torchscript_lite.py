@@ -61,3 +61,25 @@ def test_split_attention_is_exact():
         assert torch.allclose(want, got, atol=1e-5)
     wrapped = split_attention(torch.nn.Sequential(mha))
     assert isinstance(wrapped[0], SplitAttention) and isinstance(mha, torch.nn.MultiheadAttention)  # input untouched
+
+
+def test_linears_used_through_their_weight_stay_float():
+    """A module that calls F.linear on a Linear's weight (as EVA-02's attention does unpatched): swapping that
+    Linear for a quantized one would break the call, so torch.ao leaves it float and says so."""
+    import torch.nn.functional as F
+
+    from edgeclip.exporter.quantize.torch_ao import linears_not_called, quantize_torch_ao
+
+    class ReadsWeight(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.read = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.used(x) + F.linear(x, self.read.weight, self.read.bias)
+
+    m, x = ReadsWeight().eval(), torch.randn(2, 8)
+    assert linears_not_called(m, x) == ["read"]
+    q, info = quantize_torch_ao(m, "qnnpack", "dynamic", example=x)
+    assert info["float_linears"]["layers"] == ["read"] and type(q.read) is torch.nn.Linear
+    assert torch.nn.functional.cosine_similarity(q(x), m(x)).min() > 0.99
