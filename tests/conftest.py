@@ -112,20 +112,3 @@ def offline_hub(monkeypatch, tmp_path, no_network):
         if hasattr(hc, attr):
             monkeypatch.setattr(hc, attr, str(cache / "hub"))
     return cache
-
-
-# Test files by measured cost, slowest first (Xeon with AMX, 2 workers, 2026-12-02: int8 matrix ~260 s,
-# 10k-image accuracy ~120 s, wheel ~60 s, ExecuTorch ~55 s).  With --no-loadscope-reorder, xdist's loadfile
-# scheduler hands out files in collection order, so these start at once on separate workers and the many
-# short files fill in around them (longest-first scheduling); by default it orders files by test count,
-# which started the 260 s matrix file late and left it running alone at the end.
-SLOWEST_FIRST = ("test_fixture_int8_matrix.py", "test_fixture_accuracy.py", "test_packaging.py",
-                 "exporter/test_executorch.py", "test_reliability.py", "benchmarks/test_bench.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        path = item.nodeid.split("::")[0]
-        return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith(name)), len(SLOWEST_FIRST))
-
-    items.sort(key=rank)   # stable: each file stays contiguous and in its own order
