@@ -174,4 +174,4 @@ def patch_for_export(module: nn.Module) -> tuple[nn.Module, list[str]]:
             out = copy.deepcopy(module)
         notes += fam.patch_for_export(out.get_submodule(path))
         done.append(path)
-    return (out.eval(), notes) if out is not None else (module, [])
+    return (out.eval(), notes) if notes else (module, [])   # nothing to change: the caller's module itself

@@ -61,7 +61,8 @@ def reparameterize(model: nn.Module) -> list[str]:
 
     counts: dict[str, int] = {}
     for module in model.modules():
-        if hasattr(module, "reparameterize"):
+        folded = getattr(module, "reparam_conv", None) is not None or getattr(module, "inference_mode", False)
+        if hasattr(module, "reparameterize") and not folded:
             counts[type(module).__name__] = counts.get(type(module).__name__, 0) + 1
     if not counts:
         return []

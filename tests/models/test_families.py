@@ -246,6 +246,7 @@ def test_fastvit_ships_folded_branches_and_the_gate_checks_the_fold(case, reques
     with torch.no_grad():
         ref, got = run(loaded.model), run(folded)
     assert torch.nn.functional.cosine_similarity(ref, got).min() > 0.9999
+    assert patch_for_export(folded) == (folded, [])   # an already folded model is left alone and not re-announced
     art = edgeclip.export(spec, pretrained=pretrained, model_kwargs=kw, task="image-encoder", data=tiny_images,
                           verify_size=4, formats=("onnx",), out=str(tmp_path))[0]
     assert art.manifest["source"]["export_patches"] == notes
