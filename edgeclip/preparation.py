@@ -100,7 +100,8 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
             original = model.eval()
         return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
                         bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original)
-    loaded: LoadedModel = load_model(model, pretrained, **(model_kwargs or {}))
+    # the image encoder needs no tokenizer: one that cannot be loaded here is noted in the manifest's source
+    loaded: LoadedModel = load_model(model, pretrained, tokenizer_optional=task == "image-encoder", **(model_kwargs or {}))
     templates = list(templates) if templates else None
     prompt_names = (data.prompt_names if labels is None and data is not None else None)
     classes = list(labels) if labels is not None else (data.classes if data else None)

@@ -117,8 +117,11 @@ class _TimmFeatures(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, **kwargs: Any) -> LoadedModel:
-    """Load a model by spec (see module docstring); ``kwargs`` go to the model constructor (timm / open_clip)."""
+def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, *, tokenizer_optional: bool = False,
+               **kwargs: Any) -> LoadedModel:
+    """Load a model by spec (see module docstring); ``kwargs`` go to the model constructor (timm / open_clip).
+    ``tokenizer_optional``: an image-only use (the image encoder) goes on without a tokenizer that cannot be
+    loaded here (SigLIP's comes from the Hugging Face hub and needs ``transformers``), saying so in ``source``."""
     spec = (model or BUILTIN_NAME).strip()
     if spec == BUILTIN_NAME:
         if not (BUILTIN_DIR / "open_clip_config.json").is_file():
@@ -129,13 +132,13 @@ def load_model(model: str = BUILTIN_NAME, pretrained: str | None = None, **kwarg
     if spec.startswith("timm:"):
         return _load_timm(spec[5:], pretrained, kwargs)
     if spec.startswith("local-dir:"):
-        return _load_open_clip_dir(Path(spec[10:]).expanduser())
+        return _load_open_clip_dir(Path(spec[10:]).expanduser(), tokenizer_optional)
     if Path(spec).expanduser().is_dir():
-        return _load_open_clip_dir(Path(spec).expanduser())
+        return _load_open_clip_dir(Path(spec).expanduser(), tokenizer_optional)
     if "/" in spec and not spec.startswith("hf-hub:"):
         raise EdgeclipError(f"model folder {spec} does not exist; pass a folder with open_clip_config.json, "
                             "an open_clip name like ViT-B-32, or timm:<name>")
-    return _load_open_clip_named(spec, pretrained, kwargs)
+    return _load_open_clip_named(spec, pretrained, kwargs, tokenizer_optional)
 
 
 @contextlib.contextmanager
@@ -184,13 +187,17 @@ def _preprocess_from_open_clip(model: nn.Module, fallback: dict | None = None) -
 
 
 def _finish_open_clip(model, tokenizer, source: dict, random_weights: bool, folder: Path | None = None) -> LoadedModel:
+    """``tokenizer`` is a tokenizer, or the reason it could not be loaded (an image-only use goes on without it)."""
+    if isinstance(tokenizer, str):
+        source, tokenizer = {**source, "tokenizer_not_loaded": tokenizer}, None
     model.eval()
     meta = {}
     if folder is not None and (folder / "templates.json").is_file():
         meta = json.loads((folder / "templates.json").read_text())
     ctx = getattr(model, "context_length", None)
     return OpenClipLoaded("open_clip", model, _preprocess_from_open_clip(model), source, random_weights,
-                       tokenizer, _tokenizer_info(tokenizer, ctx), meta.get("templates"), meta.get("classes"),
+                       tokenizer, _tokenizer_info(tokenizer, ctx) if tokenizer is not None else None,
+                       meta.get("templates"), meta.get("classes"),
                        meta.get("prompt_names"))
 
 
@@ -210,7 +217,7 @@ def load_error_detail(e: Exception) -> str:
     return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:200]}"
 
 
-def _load_open_clip_dir(folder: Path) -> LoadedModel:
+def _load_open_clip_dir(folder: Path, tokenizer_optional: bool = False) -> LoadedModel:
     oc = _open_clip()
     cfg = folder / "open_clip_config.json"
     if not folder.is_dir():
@@ -225,11 +232,11 @@ def _load_open_clip_dir(folder: Path) -> LoadedModel:
     except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
         raise EdgeclipError(f"cannot load {weights[0]} into the architecture of {cfg.name} ({load_error_detail(e)}); "
                             "the checkpoint must be complete and match the config (same widths, layers and vocab)") from None
-    tokenizer = _tokenizer(oc, f"local-dir:{folder}")
+    tokenizer = _tokenizer(oc, f"local-dir:{folder}", tokenizer_optional)
     return _finish_open_clip(model, tokenizer, {"model": str(folder.resolve()), "pretrained": None}, False, folder)
 
 
-def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:
+def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict, tokenizer_optional: bool = False) -> LoadedModel:
     oc = _open_clip()
     if not name.startswith("hf-hub:") and name not in oc.list_models():
         close = difflib.get_close_matches(name, oc.list_models(), n=3)
@@ -265,21 +272,25 @@ def _load_open_clip_named(name: str, pretrained: str | None, kwargs: dict) -> Lo
             raise EdgeclipError(
                 f"could not download {name} weights '{tag}' from {where or 'its hub'} ({type(e).__name__}: offline?); "
                 f"download open_clip_model.safetensors on a connected machine and pass --pretrained /path/to/open_clip_model.safetensors") from None
-    tokenizer = _tokenizer(oc, name)
+    tokenizer = _tokenizer(oc, name, tokenizer_optional)
     return _finish_open_clip(model, tokenizer, {"model": name, "pretrained": tag, "kwargs": kwargs}, random_weights)
 
 
-def _tokenizer(oc, name: str):
+def _tokenizer(oc, name: str, optional: bool = False):
     """open_clip's tokenizer for ``name``; SigLIP-style models use a Hugging Face tokenizer, which needs the
-    ``transformers`` package (an extra) and, the first time, its files from the hub."""
+    ``transformers`` package (an extra) and, the first time, its files from the hub.  ``optional``: return
+    the one-line reason instead of raising it."""
     try:
         return oc.get_tokenizer(name)
     except ModuleNotFoundError as e:
-        raise missing_dependency(e.name or str(e), f"the tokenizer of {name}") from None
+        err = missing_dependency(e.name or str(e), f"the tokenizer of {name}")
     except Exception as e:  # hub / file errors come in many types
-        raise EdgeclipError(f"could not load the tokenizer of {name} ({type(e).__name__}: offline?); its files come from the "
+        err = EdgeclipError(f"could not load the tokenizer of {name} ({type(e).__name__}: offline?); its files come from the "
                             "Hugging Face hub: run once on a connected machine (they are cached) or point HF_HOME at a "
-                            "cache that has them") from None
+                            "cache that has them")
+    if optional:
+        return str(err)
+    raise err from None
 
 
 def _load_timm(name: str, pretrained: str | None, kwargs: dict) -> LoadedModel:

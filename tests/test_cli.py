@@ -109,6 +109,27 @@ def test_missing_optional_dependency_is_one_line(run, tiny_clip_dir, tmp_path, m
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
 
 
+def test_image_encoder_goes_on_without_a_tokenizer_it_does_not_need(run, tiny_clip_dir, tiny_images, tmp_path, monkeypatch):
+    """SigLIP offline or without the extra: the image encoder exports and its manifest says why there is no
+    tokenizer; the classifier (zero-shot head) still refuses in one line."""
+    import shutil
+    import sys
+
+    d = tmp_path / "hf_tok_model"
+    shutil.copytree(tiny_clip_dir, d)
+    cfg = json.loads((d / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "timm/ViT-B-16-SigLIP2"
+    (d / "open_clip_config.json").write_text(json.dumps(cfg))
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    r = run("export", "--model", d, "--task", "image-encoder", "--data", tiny_images, "--verify-size", "6",
+            "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    (m,) = [json.loads(p.read_text()) for p in (tmp_path / "o").glob("*/manifest.json")]
+    assert "needs the Python package 'transformers'" in m["source"]["tokenizer_not_loaded"] and m["tokenizer"] is None
+    r = run("export", "--model", d, "--data", tiny_images, "--out", tmp_path / "o2")
+    assert r.exit_code == 2 and "transformers" in r.output and not (tmp_path / "o2").exists()
+
+
 def test_any_missing_module_becomes_one_line(run, monkeypatch):
     import edgeclip.exporter.recipe as recipe
 
