@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LOWER = ["benchmarks", "exporter", "runtimes", "models", "edgeclip/preparation.py"]
+LOWER = ["benchmarks", "exporter", "runtimes", "models", "edgeclip/preparation.py", "edgeclip/manifest.py"]
 UPPER = {"edgeclip.pipeline", "edgeclip.cli"}
 
 
