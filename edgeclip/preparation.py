@@ -21,8 +21,8 @@ import torch
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.compress import Calibration, CompressRecipe, compress as run_passes
 from edgeclip.exporter.export import ExportSubject
-from edgeclip.manifest import Artifact
 from edgeclip.exporter.recipe import ExportRecipe
+from edgeclip.manifest import Artifact
 from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import LoadedModel, load_model
 from edgeclip.models.families import patch_for_export
