@@ -19,8 +19,8 @@ import torch
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.atomic import check_out_dir
 from edgeclip.exporter.export import write_artifact
-from edgeclip.manifest import Artifact, collect_artifacts, open_artifact
 from edgeclip.exporter.recipe import ExportRecipe
+from edgeclip.manifest import Artifact, collect_artifacts, open_artifact
 from edgeclip.models.datasets import load_dataset
 from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, load_model
 from edgeclip.models.preprocess import Preprocess
