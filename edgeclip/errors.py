@@ -37,3 +37,10 @@ def missing_dependency(module: str, needed_for: str | None = None) -> MissingDep
     fix = f'pip install "edgeclip[{extra}]"' if extra else f"pip install {top}"
     what = f"{needed_for} needs" if needed_for else "this command needs"
     return MissingDependency(f"{what} the Python package '{top}', which is not installed; {fix}")
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The line of a library exception a user can act on (its first, cut to ``limit``), or its type's name
+    when it has no message: what goes between the parentheses of a one-line error."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.manifest import Artifact
 
 from .base import register
@@ -77,7 +77,7 @@ class ExecuTorchSession:
             program = Runtime.get().load_program(path)
             self.method = program.load_method("forward")
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            first = first_line(e, 200)
             raise EdgeclipError(f"ExecuTorch cannot load {path} ({first}); re-export it with this executorch version") from None
         if self.delegate == "xnnpack":
             _LIVE.add(self)

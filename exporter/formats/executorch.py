@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 DELEGATES = ("xnnpack", "portable")
 MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
@@ -105,7 +105,7 @@ def _capture(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool
     except EdgeclipError:
         raise
     except Exception as e:  # torch.export raises many types; the first line is what the user needs
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise EdgeclipError(f"torch.export could not export {type(module).__name__} for ExecuTorch ({msg}); "
                             "the model's forward must be traceable by torch.export") from None
 
@@ -262,7 +262,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
         except EdgeclipError:
             raise
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             raise EdgeclipError(f"ExecuTorch could not lower {type(module).__name__} ({msg})") from None
         seconds["lower"] = round(time.perf_counter() - t, 2)
         facts.update(delegation_facts(edge.exported_program().graph_module))
@@ -271,7 +271,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
         try:
             program = edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             raise EdgeclipError(f"ExecuTorch could not build a program for {type(module).__name__} ({msg}); "
                                 "export it with --format onnx or ptl, or --quant none for .pte") from None
         seconds["to_executorch"] = round(time.perf_counter() - t, 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 OPSET = 18
 
@@ -35,7 +35,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
             program = torch.onnx.export(module, (example,), dynamo=True, input_names=[input_name], output_names=[output_name],
                                         dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
     except Exception as e:  # torch.export raises many types; the first line is what the user needs
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise EdgeclipError(f"torch.onnx.export could not export {type(module).__name__} ({msg}); "
                             "the model's forward must be traceable by torch.export") from None
     program.save(str(path), external_data=False)

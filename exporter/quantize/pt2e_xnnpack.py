@@ -22,7 +22,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 SCHEMES = ("static", "dynamic")
 CALIB_BATCH = 128   # HistogramObserver costs ~25 ms per observer per call: few large batches are ~3x faster than many small
@@ -116,7 +116,7 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         try:
             captured = torch.export.export(module, (example,), dynamic_shapes=dyn).module()
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             raise EdgeclipError(f"torch.export could not capture {type(module).__name__} for int8 ({msg}); "
                                 "the model's forward must be traceable by torch.export") from None
     t_export = time.perf_counter() - t0
