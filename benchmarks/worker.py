@@ -152,7 +152,7 @@ def _handle(state: _State, cmd: str, arg: dict):
             sess.run(one)
         now, peak = _rss_mb()
         return {"load_s": load_s, "runtime": sess.name, "rss_base_mb": base, "rss_mb": now, "peak_rss_mb": peak}
-    if cmd == "run":  # every input, in batches of 256, each a private copy
+    if cmd == "run":  # every input, in chunks sized for memory (chunk_size), each a private copy
         sess = state.session(arg["threads"])
         n = len(state.inputs)
         from edgeclip.runtimes.base import chunk_size

@@ -27,7 +27,8 @@ from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import LoadedModel, load_model
 from edgeclip.models.families import patch_for_export
 from edgeclip.models.preprocess import Preprocess
-from edgeclip.runtimes.base import chunk_size
+from edgeclip.runtimes.base import run_batched
+from edgeclip.runtimes.torch_eager import TorchEagerSession
 
 
 def progress_bar(progress: bool, total: int, desc: str):
@@ -279,14 +280,11 @@ def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages
     compressed model, so this is where the cost of compression itself is recorded."""
     from edgeclip.exporter.fidelity import compare
 
-    with torch.inference_mode():
-        x = torch.from_numpy(subject.verify_inputs)
-        step = chunk_size(tuple(x.shape))
-        before = torch.cat([prep.uncompressed(x[i:i + step]) for i in range(0, len(x), step)]).float().numpy()
+    before = run_batched(TorchEagerSession(prep.uncompressed), subject.verify_inputs)
     after = subject.reference_outputs()
     out = compare(before, after, subject.verify_desc, subject.classification).to_dict()
     if subject.classification and data is not None and subject.task != "text-encoder":
-        labels = np.asarray(data.take(len(x)).labels)
+        labels = np.asarray(data.take(len(subject.verify_inputs)).labels)
         out["top1_uncompressed"] = round(100 * float((before.argmax(-1) == labels).mean()), 2)
         out["top1_compressed"] = round(100 * float((after.argmax(-1) == labels).mean()), 2)
     return out
@@ -301,8 +299,6 @@ def preprocessed_images(data: LabeledImages, pre: Preprocess, cache: dict, progr
 
 
 def run_all(session, inputs: np.ndarray, progress: bool, desc: str) -> np.ndarray:
-    from edgeclip.runtimes import run_batched
-
     with progress_bar(progress, len(inputs), desc) as bar:
         return run_batched(session, inputs, None, bar.update if bar else None)
 

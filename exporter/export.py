@@ -18,7 +18,8 @@ import torch
 from edgeclip.errors import FidelityError
 from edgeclip.manifest import (MODEL_FILES, Artifact, FileEntry, Manifest, TensorSpec, library_versions, sha256_file,
                                write_manifest)
-from edgeclip.runtimes.base import chunk_size
+from edgeclip.runtimes.base import run_batched
+from edgeclip.runtimes.torch_eager import TorchEagerSession
 
 from .atomic import staged_dir
 from .fidelity import THRESHOLDS, Threshold, compare
@@ -59,10 +60,7 @@ class ExportSubject:
 
     def reference_outputs(self) -> np.ndarray:
         if self.reference is None:
-            with torch.inference_mode():
-                x = torch.from_numpy(self.verify_inputs)
-                step = chunk_size(tuple(x.shape))
-                self.reference = torch.cat([self.module(x[i:i + step]) for i in range(0, len(x), step)]).float().numpy()
+            self.reference = run_batched(TorchEagerSession(self.module), self.verify_inputs)
         return self.reference
 
 
