@@ -6,12 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from edgeclip.manifest import MODEL_FILES
+
 if TYPE_CHECKING:
     from edgeclip.exporter.export import ExportSubject
     from edgeclip.exporter.recipe import ExportRecipe
 
-# The model file a route writes into the staging folder: manifest.MODEL_FILES[format].
 Producer = Callable[["ExportSubject", "ExportRecipe", Path], dict]
+
+
+def model_path(stage: Path, fmt: str) -> Path:
+    """Where a route writes its model file in the staging folder (the name the manifest records)."""
+    return stage / MODEL_FILES[fmt]
 
 
 @dataclass(frozen=True)

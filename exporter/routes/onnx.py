@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .base import Route, refuse, register
+from .base import Route, model_path, refuse, register
 
 
 def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
@@ -27,15 +27,9 @@ def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
     return fp32, facts
 
 
-def _target(stage: Path) -> Path:
-    from edgeclip.manifest import MODEL_FILES
-
-    return stage / MODEL_FILES["onnx"]
-
-
 def fp32(subject, recipe, stage: Path) -> dict:
     src, facts = _fp32_file(subject, recipe, stage, split=False)
-    src.rename(_target(stage))
+    src.rename(model_path(stage, "onnx"))
     return {"dtype": "fp32", "method": "none", **facts}
 
 
@@ -43,7 +37,7 @@ def fp16(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.quantize.half import convert_onnx_fp16
 
     src, facts = _fp32_file(subject, recipe, stage, split=False)
-    info = convert_onnx_fp16(src, _target(stage))
+    info = convert_onnx_fp16(src, model_path(stage, "onnx"))
     src.unlink()
     return {"dtype": "fp16", "backend": "onnxruntime", **info, **facts}
 
@@ -52,7 +46,7 @@ def int8_dynamic(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 
     src, facts = _fp32_file(subject, recipe, stage, split=True)
-    info = quantize_onnx_dynamic(src, _target(stage), OrtDynamicConfig())
+    info = quantize_onnx_dynamic(src, model_path(stage, "onnx"), OrtDynamicConfig())
     src.unlink()
     return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
 
@@ -66,7 +60,7 @@ def int8_static(subject, recipe, stage: Path) -> dict:
     if recipe.sensitive_float:
         ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
         config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
-    info = quantize_onnx_static(src, _target(stage), subject.calib_inputs, subject.input_name, config)
+    info = quantize_onnx_static(src, model_path(stage, "onnx"), subject.calib_inputs, subject.input_name, config)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
     src.unlink()
     return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, **facts}

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Route, refuse, register
+from .base import Route, model_path, refuse, register
 
 
 def produce(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.formats.executorch import export_pte
-    from edgeclip.manifest import MODEL_FILES
-
     backend = recipe.backend_for("pte")
-    facts = export_pte(subject.module, subject.example, stage / MODEL_FILES["pte"], quant=recipe.quant, scheme=recipe.scheme,
+    facts = export_pte(subject.module, subject.example, model_path(stage, "pte"), quant=recipe.quant, scheme=recipe.scheme,
                        calib=subject.calib_inputs, delegate=backend)
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", "backend": backend, **facts}

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Route, refuse, register
+from .base import Route, model_path, refuse, register
 
 ENGINES = ("qnnpack", "fbgemm", "x86")
 HALF = ("fp16", "bf16")
 
 
-def _target(stage: Path) -> Path:
-    from edgeclip.manifest import MODEL_FILES
-
-    return stage / MODEL_FILES["ptl"]
-
-
 def fp32(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.formats.torchscript_lite import export_ptl
 
-    return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, _target(stage))}
+    return {"dtype": "fp32", "method": "none", **export_ptl(subject.module, subject.example, model_path(stage, "ptl"))}
 
 
 def half(subject, recipe, stage: Path) -> dict:
@@ -35,7 +29,7 @@ def half(subject, recipe, stage: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # SDPA attention and a GEMM patch embedding: the same function, the kernels a GPU runs fast
     model = to_half(patch_embed_as_linear(split_attention(subject.module)), recipe.quant, device)
-    facts = export_ptl(model, subject.example.to(device), _target(stage), mobile_optimize=False)
+    facts = export_ptl(model, subject.example.to(device), model_path(stage, "ptl"), mobile_optimize=False)
     return {"dtype": recipe.quant, "backend": "cuda", "traced_on": device, "io_dtype": "float32",
             "rewrites": ["nn.MultiheadAttention -> q/k/v Linears + scaled_dot_product_attention",
                          "patchify Conv2d -> reshape + Linear (GEMM)"],
@@ -49,7 +43,7 @@ def int8(subject, recipe, stage: Path) -> dict:
     engine = recipe.backend_for("ptl")
     qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs, example=subject.example)
     with quantized_engine(engine):
-        facts = export_ptl(qmodel, subject.example, _target(stage))
+        facts = export_ptl(qmodel, subject.example, model_path(stage, "ptl"))
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}
 
 
