@@ -114,6 +114,19 @@ class Family:
         return 0
 
 
+class TimmFamily(Family):
+    """A bare timm image model: one tower, ``vision_tower``; logits when it has a classifier head."""
+
+    def vision_tower(self, model: nn.Module) -> Tower:
+        raise NotImplementedError
+
+    def towers(self, model: nn.Module) -> dict[str, Tower]:
+        return {"vision": self.vision_tower(model)}
+
+    def outputs_logits(self, model: nn.Module) -> bool:
+        return int(getattr(model, "num_classes", 0)) > 0
+
+
 _REGISTRY: dict[str, Family] = {}
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import BlockLayout, Family, Tower, register
-from .open_clip_vit import OpenClipFamily, text_tower
+from .base import BlockLayout, TimmFamily, Tower, register
+from .open_clip_vit import OpenClipFamily
 
 REFUSALS = {
     "fc1": "FastViT's MLP is 1x1 convolutions (ConvMlp); SVD factorises Linear layers",
@@ -84,12 +84,8 @@ class OpenClipFastViT(OpenClipFamily):
     def matches(self, model: nn.Module) -> bool:
         return hasattr(model, "encode_text") and is_fastvit(getattr(getattr(model, "visual", None), "trunk", None))
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        out = {"vision": attention_tower(model.visual.trunk)}
-        text = text_tower(model)
-        if text is not None:
-            out["text"] = text
-        return out
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return attention_tower(model.visual.trunk)
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return _patch_tokens(model.visual.trunk)
@@ -99,18 +95,15 @@ class OpenClipFastViT(OpenClipFamily):
 
 
 @register
-class TimmFastViT(Family):
+class TimmFastViT(TimmFamily):
     name = "timm-fastvit"
     summary = "timm FastViT"
 
     def matches(self, model: nn.Module) -> bool:
         return is_fastvit(model)
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        return {"vision": attention_tower(model)}
-
-    def outputs_logits(self, model: nn.Module) -> bool:
-        return int(getattr(model, "num_classes", 0)) > 0
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return attention_tower(model)
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return _patch_tokens(model)

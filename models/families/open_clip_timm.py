@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Tower, register
-from .open_clip_vit import OpenClipFamily, text_tower
+from .open_clip_vit import OpenClipFamily
 from .timm_vit import is_timm_vit, vit_layout, vit_tokens
 
 
@@ -22,13 +22,8 @@ class OpenClipTimmViT(OpenClipFamily):
     def matches(self, model: nn.Module) -> bool:
         return hasattr(model, "encode_text") and is_timm_vit(getattr(getattr(model, "visual", None), "trunk", None))
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        trunk = model.visual.trunk
-        out = {"vision": Tower("vision", trunk, "blocks", vit_layout(trunk))}
-        text = text_tower(model)
-        if text is not None:
-            out["text"] = text
-        return out
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return Tower("vision", model.visual.trunk, "blocks", vit_layout(model.visual.trunk))
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return vit_tokens(model.visual.trunk)

@@ -82,6 +82,13 @@ class OpenClipFamily(Family):
 
     has_text = True
 
+    def vision_tower(self, model: nn.Module) -> Tower:
+        raise NotImplementedError
+
+    def towers(self, model: nn.Module) -> dict[str, Tower]:
+        text = text_tower(model)
+        return {"vision": self.vision_tower(model), **({"text": text} if text is not None else {})}
+
     def vision(self, model: nn.Module) -> nn.Module:
         return model.visual
 
@@ -107,12 +114,8 @@ class OpenClipViT(OpenClipFamily):
         vt = getattr(getattr(model, "visual", None), "transformer", None)
         return hasattr(model, "encode_text") and hasattr(vt, "resblocks")
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        out = {"vision": Tower("vision", model.visual.transformer, "resblocks", self._vision_layout(model))}
-        text = text_tower(model)
-        if text is not None:
-            out["text"] = text
-        return out
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return Tower("vision", model.visual.transformer, "resblocks", self._vision_layout(model))
 
     def _vision_layout(self, model: nn.Module):
         if getattr(model.visual, "attn_pool", None) is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import BlockLayout, Family, Tower, register
+from .base import BlockLayout, TimmFamily, Tower, register
 
 REFUSALS = {
     "attn_in": "EVA attention uses qkv.weight directly (F.linear with a separate q/v bias), so it cannot be replaced",
@@ -38,7 +38,7 @@ def _layout(model: nn.Module) -> BlockLayout:
 
 
 @register
-class TimmEva(Family):
+class TimmEva(TimmFamily):
     name = "timm-eva"
     summary = "timm EVA-02"
 
@@ -49,11 +49,8 @@ class TimmEva(Family):
             return False
         return isinstance(model, Eva)
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        return {"vision": Tower("vision", model, "blocks", _layout(model))}
-
-    def outputs_logits(self, model: nn.Module) -> bool:
-        return int(getattr(model, "num_classes", 0)) > 0
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return Tower("vision", model, "blocks", _layout(model))
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return int(model.patch_embed.num_patches), int(getattr(model, "num_prefix_tokens", 1))

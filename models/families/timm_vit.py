@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from .base import TIMM_VIT_BLOCK, BlockLayout, Family, Tower, register
+from .base import TIMM_VIT_BLOCK, BlockLayout, TimmFamily, Tower, register
 
 
 def is_timm_vit(model: nn.Module) -> bool:
@@ -42,18 +42,15 @@ def vit_tokens(model: nn.Module) -> tuple[int, int]:
 
 
 @register
-class TimmViT(Family):
+class TimmViT(TimmFamily):
     name = "timm-vit"
     summary = "timm ViT / DeiT / DINOv2"
 
     def matches(self, model: nn.Module) -> bool:
         return is_timm_vit(model)
 
-    def towers(self, model: nn.Module) -> dict[str, Tower]:
-        return {"vision": Tower("vision", model, "blocks", vit_layout(model))}
-
-    def outputs_logits(self, model: nn.Module) -> bool:
-        return int(getattr(model, "num_classes", 0)) > 0
+    def vision_tower(self, model: nn.Module) -> Tower:
+        return Tower("vision", model, "blocks", vit_layout(model))
 
     def image_tokens(self, model: nn.Module) -> tuple[int, int]:
         return vit_tokens(model)
