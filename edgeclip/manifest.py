@@ -154,11 +154,6 @@ class Artifact:
         """The route's facts that runtimes act on (engine, delegate, batch bound, dtype)."""
         return self.manifest.get("quantization") or {}
 
-    @property
-    def meta(self) -> Manifest:
-        """The manifest, typed (``manifest`` is the same record as parsed JSON)."""
-        return Manifest.from_dict(self.manifest, str(self.dir / MANIFEST))
-
     def __repr__(self) -> str:
         """One line a person can read (``print(artifacts)`` used to dump every manifest); the whole record is
         ``artifact.manifest``."""
