@@ -196,10 +196,9 @@ def test_eva_svd_skips_the_qkv_it_cannot_replace_and_says_why():
 class FineTuned(torch.nn.Module):
     """The common fine-tuned case: a timm backbone as ``self.backbone`` and a custom head."""
 
-    def __init__(self):
+    def __init__(self, backbone: str = "vit_small_patch14_reg4_dinov2", **kw):
         super().__init__()
-        self.backbone = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False,
-                                          **{**TIMM_KW, "patch_size": 8, "num_classes": 0})
+        self.backbone = timm.create_model(backbone, pretrained=False, **{**TIMM_KW, "patch_size": 8, "num_classes": 0, **kw})
         self.head = torch.nn.Linear(64, 3)
         self.preprocess = Preprocess(size=32)
 
@@ -271,19 +270,7 @@ def test_eva_int8_pte_builds_because_the_export_patch_calls_qkv_as_a_linear(tiny
     delegate and ExecuTorch cannot build the int8 program; timm's qkv_bias_separate (same function) fixes it.
     A user's head on an EVA backbone: random EVA heads are initialised ~1e-4, below XNNPACK's weight scale floor."""
     torch.manual_seed(0)
-
-    class EvaClassifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = timm.create_model("eva02_tiny_patch14_224", pretrained=False,
-                                              **{**TIMM_KW, "patch_size": 8, "num_classes": 0, "depth": 1})
-            self.head = torch.nn.Linear(64, 3)
-            self.preprocess = Preprocess(size=32)
-
-        def forward(self, x):
-            return self.head(self.backbone(x))
-
-    art = edgeclip.export(EvaClassifier().eval(), quant="int8", data=tiny_images, labels=["cat", "dog", "car"],
+    art = edgeclip.export(FineTuned("eva02_tiny_patch14_224", depth=1).eval(), quant="int8", data=tiny_images, labels=["cat", "dog", "car"],
                           formats=("pte",), verify_size=6, out=str(tmp_path), min_agreement=0.0)[0]
     assert "qkv_bias_separate" in art.manifest["source"]["export_patches"][0]
     assert art.manifest["fidelity"]["mean_cosine"] >= 0.98
