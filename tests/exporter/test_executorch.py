@@ -155,3 +155,20 @@ def test_text_encoder_eot_pooling(tiny_clip_dir, tiny_images, tmp_path):
     assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-3
     for i in range(3):                           # batch 1, each caption alone
         assert np.abs(sess.run(tokens[i:i + 1]) - ref[i:i + 1]).max() < 1e-3
+
+
+def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, monkeypatch):
+    """to_executorch failing (as EVA-02's int8 program did: quantize ops left outside XNNPACK) is one line
+    naming the cause and the formats that work, and no .pte is left behind."""
+    from executorch.exir import EdgeProgramManager
+
+    def refuse(self, *a, **k):
+        raise RuntimeError("Missing out variants: {'quantized_decomposed::quantize_per_tensor'}\nmore detail")
+
+    monkeypatch.setattr(EdgeProgramManager, "to_executorch", refuse)
+    module, images, _ = clf
+    path = tmp_path / "x.pte"
+    with pytest.raises(EdgeclipError) as e:
+        export_pte(module, torch.from_numpy(images[:1]), path, delegate="portable", dynamic_batch=False)
+    assert str(e.value).startswith("ExecuTorch could not build a program for ") and "\n" not in str(e.value)
+    assert "Missing out variants" in str(e.value) and "--format onnx or ptl" in str(e.value) and not path.exists()
