@@ -18,7 +18,7 @@ import numpy as np
 from edgeclip.errors import EdgeclipError
 
 from .timing import Timing, TimingConfig, speedups
-from .worker import Subject, Worker, WorkerFailed
+from .worker import Subject, Worker, WorkerFailed, close_all
 
 
 # Engines built for one CPU family; a row measured on the other family says so (qnnpack on x86 runs its
@@ -139,8 +139,7 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
                 by_name[name].update(_fidelity_metrics(by_name[name].get("task", "classifier"), out, ds.labels, ref))
             return _timed_rows(workers, rows, by_name, ref_of, threads_list, timing, progress, progress_bar)
         finally:
-            for w in workers.values():
-                w.close()
+            close_all(workers.values())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -20,6 +20,8 @@ any batch size to any .pte.
 
 from __future__ import annotations
 
+import sys
+import types
 import weakref
 from pathlib import Path
 
@@ -32,6 +34,36 @@ from .base import register
 
 XNNPACK_ID = b"XnnpackBackend"
 _LIVE: "weakref.WeakSet[ExecuTorchSession]" = weakref.WeakSet()   # sessions whose methods hold the pool
+
+
+def _runtime_class():
+    """``executorch.runtime.Runtime``, imported without ExecuTorch's compiler.
+
+    executorch 1.5's pybindings module imports ``executorch.exir._warnings`` for one warning class, and that
+    runs ``executorch/exir/__init__.py``: the whole compiler stack (exir, its passes, torch.export), 5.5 s of
+    a 6.8 s import measured here, and resident memory a process that only *runs* a .pte does not need (an app,
+    or a bench worker whose peak RSS is reported as the runtime's).  While the runtime imports, ``executorch.exir``
+    is a bare package object (its __init__ not run), so only ``_warnings`` loads from it; both entries are
+    removed afterwards, so a later ``import executorch.exir`` (an export in this process) runs it in full.
+    Where the compiler is already imported, or this layout differs, it is the plain import."""
+    if "executorch.runtime" in sys.modules or "executorch.exir" in sys.modules:
+        from executorch.runtime import Runtime
+
+        return Runtime
+    import executorch
+
+    bare = types.ModuleType("executorch.exir")
+    bare.__path__ = [f"{p}/exir" for p in executorch.__path__]
+    sys.modules["executorch.exir"] = bare
+    executorch.exir = bare
+    try:
+        from executorch.runtime import Runtime
+    finally:
+        for name in ("executorch.exir", "executorch.exir._warnings"):
+            sys.modules.pop(name, None)
+        if getattr(executorch, "exir", None) is bare:
+            del executorch.exir
+    return Runtime
 
 
 def _threadpool():
@@ -60,8 +92,8 @@ class ExecuTorchSession:
 
     def __init__(self, path: str | Path, threads: int = 1, facts: dict | None = None):
         import torch  # executorch's runtime exchanges torch tensors
-        from executorch.runtime import Runtime
 
+        Runtime = _runtime_class()
         path = Path(path)
         facts = facts or {}
         if not path.is_file():

@@ -172,3 +172,28 @@ def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, mon
         export_pte(module, torch.from_numpy(images[:1]), path, delegate="portable", dynamic_batch=False)
     assert str(e.value).startswith("ExecuTorch could not build a program for ") and "\n" not in str(e.value)
     assert "Missing out variants" in str(e.value) and "--format onnx or ptl" in str(e.value) and not path.exists()
+
+
+def test_running_a_pte_does_not_import_the_compiler(clf, artifacts):
+    """A process that only runs a .pte (an app, a bench worker whose RSS is reported as the runtime's) loads
+    ExecuTorch's runtime without executorch.exir (5.5 s and the compiler's memory); the compiler still
+    imports in full afterwards in the same process."""
+    import subprocess
+    import sys
+
+    _, images, ref = clf
+    path, _ = artifacts["fp32"]
+    code = (
+        "import sys, numpy as np\n"
+        "from edgeclip.runtimes.executorch_runtime import load_pte\n"
+        f"out = load_pte({str(path)!r}).run(np.load(sys.argv[1]))\n"
+        "assert not any(m.startswith('executorch.exir') for m in sys.modules), sorted(m for m in sys.modules if 'exir' in m)\n"
+        "np.save(sys.argv[1], out)\n"
+        "import executorch.exir, executorch.exir._warnings\n"
+        "assert callable(executorch.exir.to_edge) and executorch.exir._warnings.ExperimentalWarning\n"
+    )
+    npy = path.parent / "inputs.npy"
+    np.save(npy, images[:3])
+    r = subprocess.run([sys.executable, "-c", code, str(npy)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert np.abs(np.load(npy) - ref[:3]).max() < 1e-3
