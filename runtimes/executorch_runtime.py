@@ -58,11 +58,15 @@ def _runtime_class():
     executorch.exir = bare
     try:
         from executorch.runtime import Runtime
+    except ImportError:    # the runtime wants more of exir than _warnings: import it the ordinary way
+        Runtime = None
     finally:
-        for name in ("executorch.exir", "executorch.exir._warnings"):
-            sys.modules.pop(name, None)
+        for name in [m for m in sys.modules if m == "executorch.exir" or m.startswith("executorch.exir.")]:
+            del sys.modules[name]
         if getattr(executorch, "exir", None) is bare:
             del executorch.exir
+    if Runtime is None:    # a failed import leaves no module behind, so this is a clean second try
+        from executorch.runtime import Runtime
     return Runtime
 
 

@@ -10,7 +10,6 @@ Linear (timm's ``[q; k; v]`` row layout), an ``out_proj`` Linear, and a head cou
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeclip.errors import EdgeclipError
