@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeclip.errors import EdgeclipError
 
-from .timing import Timing, TimingConfig, speedups
+from .timing import RunnerFailed, TimingConfig, speedups, time_interleaved
 from .worker import Subject, Worker, WorkerFailed, close_all
 
 
@@ -196,31 +196,37 @@ def _load_and_run(workers: dict[str, Worker], by_name: dict, threads: int, progr
     return outputs
 
 
+class WorkerRunner:
+    """A worker process as a timing ``Runner``: the child times its own calls at ``threads``."""
+
+    def __init__(self, worker: Worker, threads: int, throughput_batch: int):
+        self.worker, self.threads, self.throughput_batch = worker, threads, throughput_batch
+
+    def _call(self, **arg):
+        try:
+            return self.worker.call("time", threads=self.threads, **arg)
+        except WorkerFailed as e:
+            raise RunnerFailed(str(e)) from None
+
+    def warm(self, cfg: TimingConfig) -> None:   # also the reload at this thread count, for a sweep
+        self._call(batch=1, reps=0, warmup=cfg.warmup)
+        self._call(batch=self.throughput_batch, reps=0, warmup=1)
+
+    def time(self, kind: str, reps: int) -> list[float]:
+        return self._call(batch=1 if kind == "latency" else self.throughput_batch, reps=reps)
+
+
 def _timed_rows(workers, rows, by_name, ref_of, threads_list, timing: TimingConfig, progress, bar_fn) -> list[dict]:
     out_rows: list[dict] = []
     with bar_fn(progress, timing.rounds * len(threads_list), "timing (interleaved rounds)") as bar:
         for threads in threads_list:
-            live = {n: w for n, w in workers.items() if "error" not in by_name[n]}
-            timed = {n: Timing([], [], timing.throughput_batch) for n in live}
-            for n, w in list(live.items()):     # warm-up (and, for a sweep, the reload at this thread count)
-                try:
-                    w.call("time", threads=threads, batch=1, reps=0, warmup=timing.warmup)
-                    w.call("time", threads=threads, batch=timing.throughput_batch, reps=0, warmup=1)
-                except WorkerFailed as e:
-                    by_name[n]["error"] = str(e)
-                    live.pop(n)
-            for _ in range(timing.rounds):
-                for n, w in list(live.items()):
-                    try:
-                        timed[n].latency_ms += [t * 1e3 for t in w.call("time", threads=threads, batch=1, reps=timing.reps_per_round)]
-                        timed[n].throughput_s += w.call("time", threads=threads, batch=timing.throughput_batch,
-                                                        reps=timing.throughput_reps_per_round)
-                    except WorkerFailed as e:
-                        by_name[n]["error"] = str(e)
-                        live.pop(n)
-                if bar:
-                    bar.update(1)
-            summaries = {n: timed[n].summary() for n in live}
+            runners = {n: WorkerRunner(w, threads, timing.throughput_batch) for n, w in workers.items()
+                       if "error" not in by_name[n]}
+            failed: dict[str, str] = {}
+            timed = time_interleaved(runners, timing, bar.update if bar else None, failed)
+            for n, msg in failed.items():
+                by_name[n]["error"] = msg
+            summaries = {n: t.summary() for n, t in timed.items()}
             for r in rows:
                 row = {**r, "threads": threads}
                 n = r["artifact"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -38,29 +38,73 @@ class Timing:
         return out
 
 
-def time_interleaved(sessions: dict[str, tuple[Session, np.ndarray, np.ndarray | None]],
-                     cfg: TimingConfig = TimingConfig(), progress: Callable[[int], None] | None = None) -> dict[str, Timing]:
-    """Time every ``name -> (session, batch-1 input, large-batch input)``, alternating between them round by round."""
-    results = {k: Timing([], [], 0 if many is None else len(many)) for k, (_, _, many) in sessions.items()}
-    for s, one, many in sessions.values():
+class RunnerFailed(Exception):
+    """A runner that can no longer be timed (its worker crashed or hung); the loop drops it and goes on."""
+
+
+class Runner(Protocol):
+    """What the interleaved loop times: ``time`` returns seconds per call for ``reps`` calls of ``kind``
+    ("latency": batch 1, "throughput": ``throughput_batch`` rows; 0 means none).  A worker process times its own
+    calls, so no inter-process round trip lands inside a measurement."""
+
+    throughput_batch: int
+
+    def warm(self, cfg: TimingConfig) -> None: ...
+
+    def time(self, kind: str, reps: int) -> list[float]: ...
+
+
+class SessionRunner:
+    """An in-process session with its batch-1 input and (optionally) a large-batch input."""
+
+    def __init__(self, session: Session, one, many=None):
+        self.session, self.one, self.many = session, one, many
+        self.throughput_batch = 0 if many is None else len(many)
+
+    def warm(self, cfg: TimingConfig) -> None:
         for _ in range(cfg.warmup):
-            s.run(one)
-        if many is not None:
-            s.run(many)
+            self.session.run(self.one)
+        if self.many is not None:
+            self.session.run(self.many)
+
+    def time(self, kind: str, reps: int) -> list[float]:
+        x = self.one if kind == "latency" else self.many
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self.session.run(x)
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+def time_interleaved(runners: dict, cfg: TimingConfig = TimingConfig(), progress: Callable[[int], None] | None = None,
+                     failed: dict[str, str] | None = None) -> dict[str, Timing]:
+    """Time every runner (or ``(session, batch-1 input, large-batch input | None)``), alternating between them
+    round by round: the one timing loop of ``bench`` (worker processes), ``bench --target cuda`` and ``sweep``.
+    A runner raising ``RunnerFailed`` is dropped (its message goes to ``failed``) and the others carry on."""
+    live = {k: SessionRunner(*r) if isinstance(r, tuple) else r for k, r in runners.items()}
+    results = {k: Timing([], [], r.throughput_batch) for k, r in live.items()}
+
+    def attempt(key: str, fn) -> None:
+        try:
+            fn()
+        except RunnerFailed as e:
+            live.pop(key, None)
+            if failed is not None:
+                failed[key] = str(e)
+
+    for key, r in list(live.items()):
+        attempt(key, lambda r=r: r.warm(cfg))
     for _ in range(cfg.rounds):
-        for key, (s, one, many) in sessions.items():
-            for _ in range(cfg.reps_per_round):
-                t0 = time.perf_counter()
-                s.run(one)
-                results[key].latency_ms.append((time.perf_counter() - t0) * 1e3)
-            if many is not None:
-                for _ in range(cfg.throughput_reps_per_round):
-                    t0 = time.perf_counter()
-                    s.run(many)
-                    results[key].throughput_s.append(time.perf_counter() - t0)
+        for key, r in list(live.items()):
+            def one_round(key=key, r=r):
+                results[key].latency_ms.extend(t * 1e3 for t in r.time("latency", cfg.reps_per_round))
+                if r.throughput_batch:
+                    results[key].throughput_s.extend(r.time("throughput", cfg.throughput_reps_per_round))
+            attempt(key, one_round)
         if progress:
             progress(1)
-    return results
+    return {k: results[k] for k in live}
 
 
 def speedups(summary: dict, baseline: dict) -> dict:
