@@ -140,7 +140,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     """Rows for every eager variant of each artifact family's fp32 model and every CUDA artifact."""
     from edgeclip.benchmarks.accuracy import accuracy_metrics
     from edgeclip.benchmarks.harness import _artifact_row
-    from edgeclip.benchmarks.timing import speedups, time_interleaved
+    from edgeclip.benchmarks.timing import SessionRunner, speedups, time_interleaved
     from edgeclip.models.preprocess import Preprocess
     from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, check_label_match, preprocessed_images, run_all
     from edgeclip.runtimes import load as load_session
@@ -224,7 +224,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
                 s, _, many = staged[r["artifact"]]
                 r["gpu_peak_mb"] = gpu_peak_mb(s, many)
         with progress_bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
-            timed = time_interleaved(staged, timing, bar.update if bar else None)
+            timed = time_interleaved({k: SessionRunner(*t) for k, t in staged.items()}, timing, bar.update if bar else None)
         for r in rows:
             if r["artifact"] in timed:
                 r.update(timed[r["artifact"]].summary())

@@ -94,7 +94,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
               classes, prompt_names, templates, timing, progress: Callable[[int], None] | None = None,
               calibration=None) -> dict:
     """Evaluate every point of every series; returns the report dict (schema ``edgeclip.sweep/1``)."""
-    from edgeclip.benchmarks.timing import speedups, time_interleaved
+    from edgeclip.benchmarks.timing import SessionRunner, speedups, time_interleaved
     from edgeclip.exporter.compress import compress
     from edgeclip.exporter.compress.structure import tower_flops, tower_params
 
@@ -120,7 +120,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
     points: list[dict] = []
     one = eval_images[:1].numpy()
     for name, pts in planned.items():
-        sessions = {"baseline": (_Eager(base_clf), one, None)}
+        sessions = {"baseline": SessionRunner(_Eager(base_clf), one)}
         rows = []
         for p in pts:
             t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, 
                                          for k in ("vision", "text") if base["params"][k]}
             rows.append(row)
             if p.tower == "vision":
-                sessions[f"{name}:{p.x}"] = (_Eager(clf), one, None)
+                sessions[f"{name}:{p.x}"] = SessionRunner(_Eager(clf), one)
             if progress:
                 progress(1)
         if len(sessions) > 1:

@@ -77,12 +77,12 @@ class SessionRunner:
         return out
 
 
-def time_interleaved(runners: dict, cfg: TimingConfig = TimingConfig(), progress: Callable[[int], None] | None = None,
-                     failed: dict[str, str] | None = None) -> dict[str, Timing]:
-    """Time every runner (or ``(session, batch-1 input, large-batch input | None)``), alternating between them
-    round by round: the one timing loop of ``bench`` (worker processes), ``bench --target cuda`` and ``sweep``.
-    A runner raising ``RunnerFailed`` is dropped (its message goes to ``failed``) and the others carry on."""
-    live = {k: SessionRunner(*r) if isinstance(r, tuple) else r for k, r in runners.items()}
+def time_interleaved(runners: dict[str, Runner], cfg: TimingConfig = TimingConfig(),
+                     progress: Callable[[int], None] | None = None, failed: dict[str, str] | None = None) -> dict[str, Timing]:
+    """Time every runner, alternating between them round by round: the one timing loop of ``bench`` (worker
+    processes), ``bench --target cuda`` and ``sweep`` (in-process ``SessionRunner``s).  A runner raising
+    ``RunnerFailed`` is dropped (its message goes to ``failed``) and the others carry on."""
+    live = dict(runners)
     results = {k: Timing([], [], r.throughput_batch) for k, r in live.items()}
 
     def attempt(key: str, fn) -> None:

@@ -42,49 +42,13 @@ class ProjectedAttention(nn.Module):
     @classmethod
     def from_mha(cls, mha: nn.MultiheadAttention, layout: str = "fused") -> "ProjectedAttention":
         """The same function as ``mha`` (``layout`` "fused" or "split"), with copied weights."""
-        d, h = mha.embed_dim, mha.num_heads
-        bias = mha.in_proj_bias is not None
-        out_proj = nn.Linear(d, d, bias=mha.out_proj.bias is not None)
-        out_proj.load_state_dict(mha.out_proj.state_dict())
-        same = mha._qkv_same_embed_dim
-        with torch.no_grad():
-            if layout == "fused":
-                if not same:
-                    raise EdgeclipError("attention with separate q/k/v widths cannot be compressed by edgeclip "
-                                        "(only self-attention blocks)")
-                in_proj = nn.Linear(d, 3 * d, bias=bias)
-                in_proj.weight.copy_(mha.in_proj_weight)
-                if bias:
-                    in_proj.bias.copy_(mha.in_proj_bias)
-                return cls(out_proj, h, d // h, mha.batch_first, in_proj=in_proj)
-            if layout != "split":
-                raise ValueError(f"layout must be 'fused' or 'split', not {layout!r}")
-            weights = mha.in_proj_weight.chunk(3) if same else (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
-            biases = mha.in_proj_bias.chunk(3) if bias else (None, None, None)
-            lins = []
-            for w, b in zip(weights, biases):
-                lin = nn.Linear(w.shape[1], w.shape[0], bias=bias)
-                lin.weight.copy_(w)
-                if b is not None:
-                    lin.bias.copy_(b)
-                lins.append(lin)
-        return cls(out_proj, h, d // h, mha.batch_first, q=lins[0], k=lins[1], v=lins[2])
-
-    def split(self) -> "ProjectedAttention":
-        """This attention in the split layout (a fused one whose ``in_proj`` is a plain Linear); else itself."""
-        if not self.fused or type(self.in_proj) is not nn.Linear:
-            return self
-        width = self.num_heads * self.head_dim
-        lins = []
-        with torch.no_grad():
-            for i in range(3):
-                rows = slice(i * width, (i + 1) * width)
-                lin = nn.Linear(self.in_proj.in_features, width, bias=self.in_proj.bias is not None)
-                lin.weight.copy_(self.in_proj.weight[rows])
-                if self.in_proj.bias is not None:
-                    lin.bias.copy_(self.in_proj.bias[rows])
-                lins.append(lin)
-        return type(self)(self.out_proj, self.num_heads, self.head_dim, self.batch_first, q=lins[0], k=lins[1], v=lins[2])
+        h, hd = mha.num_heads, mha.embed_dim // mha.num_heads
+        if layout == "fused":
+            return cls(out_projection(mha), h, hd, mha.batch_first, in_proj=_fused_in_proj(mha))
+        if layout != "split":
+            raise ValueError(f"layout must be 'fused' or 'split', not {layout!r}")
+        q, k, v = split_projections(mha)
+        return cls(out_projection(mha), h, hd, mha.batch_first, q=q, k=k, v=v)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
@@ -109,3 +73,33 @@ class ProjectedAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
         return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
+def out_projection(mha: nn.MultiheadAttention) -> nn.Linear:
+    """A copy of ``mha``'s output projection."""
+    return _linear(mha.out_proj.weight, mha.out_proj.bias)
+
+
+def _fused_in_proj(mha: nn.MultiheadAttention) -> nn.Linear:
+    if not mha._qkv_same_embed_dim:
+        raise EdgeclipError("attention with separate q/k/v widths cannot be compressed by edgeclip "
+                            "(only self-attention blocks)")
+    return _linear(mha.in_proj_weight, mha.in_proj_bias)
+
+
+def split_projections(mha: nn.MultiheadAttention) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    """Copies of ``mha``'s q, k and v projections as three Linears (key/value widths may differ)."""
+    weights = (mha.in_proj_weight.chunk(3) if mha._qkv_same_embed_dim
+               else (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight))
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+    q, k, v = (_linear(w, b) for w, b in zip(weights, biases))
+    return q, k, v

@@ -12,7 +12,7 @@ import copy
 
 from torch import nn
 
-from edgeclip.models.attention import ProjectedAttention
+from edgeclip.models.attention import ProjectedAttention, out_projection, split_projections
 
 
 class SplitAttention(ProjectedAttention):
@@ -20,8 +20,8 @@ class SplitAttention(ProjectedAttention):
     attention, no dropout)."""
 
     def __init__(self, mha: nn.MultiheadAttention):
-        p = ProjectedAttention.from_mha(mha, "split")
-        super().__init__(p.out_proj, p.num_heads, p.head_dim, p.batch_first, q=p.q, k=p.k, v=p.v)
+        q, k, v = split_projections(mha)
+        super().__init__(out_projection(mha), mha.num_heads, mha.embed_dim // mha.num_heads, mha.batch_first, q=q, k=k, v=v)
 
 
 def split_attention(module: nn.Module) -> nn.Module:

@@ -174,7 +174,7 @@ def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, mon
     assert "Missing out variants" in str(e.value) and "--format onnx or ptl" in str(e.value) and not path.exists()
 
 
-def test_running_a_pte_does_not_import_the_compiler(clf, artifacts):
+def test_running_a_pte_does_not_import_the_compiler(clf, artifacts, tmp_path):
     """A process that only runs a .pte (an app, a bench worker whose RSS is reported as the runtime's) loads
     ExecuTorch's runtime without executorch.exir (5.5 s and the compiler's memory); the compiler still
     imports in full afterwards in the same process."""
@@ -192,7 +192,7 @@ def test_running_a_pte_does_not_import_the_compiler(clf, artifacts):
         "import executorch.exir, executorch.exir._warnings\n"
         "assert callable(executorch.exir.to_edge) and executorch.exir._warnings.ExperimentalWarning\n"
     )
-    npy = path.parent / "inputs.npy"
+    npy = tmp_path / "inputs.npy"
     np.save(npy, images[:3])
     r = subprocess.run([sys.executable, "-c", code, str(npy)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

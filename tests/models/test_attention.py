@@ -27,14 +27,6 @@ def test_both_layouts_compute_what_mha_computes(layout):
         torch.testing.assert_close(att(x, x, x, attn_mask=mask)[0], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_split_of_a_fused_attention_keeps_the_function_and_the_heads():
-    fused, x = ProjectedAttention.from_mha(_mha(), "fused"), torch.randn(2, 5, 32)
-    split = fused.split()
-    assert not split.fused and split.num_heads == 4 and split.q.out_features == 32
-    torch.testing.assert_close(split(x)[0], fused(x)[0], atol=1e-5, rtol=1e-5)
-    assert split.split() is split
-
-
 def test_split_layout_serves_cross_attention_with_other_key_widths():
     mha = _mha(kdim=16, vdim=24)
     q, kv_k, kv_v = torch.randn(2, 3, 32), torch.randn(2, 9, 16), torch.randn(2, 9, 24)
