@@ -140,7 +140,8 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
     """Rows for every eager variant of each artifact family's fp32 model and every CUDA artifact."""
     from edgeclip.benchmarks.accuracy import accuracy_metrics
     from edgeclip.benchmarks.harness import _artifact_row
-    from edgeclip.benchmarks.timing import SessionRunner, speedups, time_interleaved
+    from edgeclip.benchmarks.targets.base import attach_speedups
+    from edgeclip.benchmarks.timing import SessionRunner, time_interleaved
     from edgeclip.models.preprocess import Preprocess
     from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, check_label_match, preprocessed_images, run_all
     from edgeclip.runtimes import load as load_session
@@ -225,30 +226,13 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
                 r["gpu_peak_mb"] = gpu_peak_mb(s, many)
         with progress_bar(progress, timing.rounds, "timing (interleaved rounds)") as bar:
             timed = time_interleaved({k: SessionRunner(*t) for k, t in staged.items()}, timing, bar.update if bar else None)
+        summaries = {k: t.summary() for k, t in timed.items()}
         for r in rows:
-            if r["artifact"] in timed:
-                r.update(timed[r["artifact"]].summary())
-        for r in rows:
-            base = ref_of.get(r["artifact"]) or (r["artifact"] if r.get("baseline") else None)
-            if base in timed and "latency_ms_median" in r:
-                r.update(speedups(r, timed[base].summary()))
+            if r["artifact"] in summaries:
+                r.update(summaries[r["artifact"]])
+        attach_speedups(rows, summaries, ref_of)
     extra = {"gpu": gpu_environment(), "skipped_cpu_artifacts": skipped,
              "timing_note": "inputs resident on the GPU; each call ends with torch.cuda.synchronize()"}
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         extra["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return rows, extra
-
-
-def cuda_report(arts, ds, *, timing, threads, baseline, compile_variant, report_dir, progress, max_drop) -> dict:
-    """The GPU report; without a CUDA device it says so and measures nothing (not an error)."""
-    from .harness import recommendation
-    from .report import finish_report
-
-    reason = cuda_status()
-    if reason:
-        return finish_report([], "cuda", ds, threads, timing, None, skipped=reason)
-    rows, extra = bench_cuda(arts, ds, timing=timing, baseline=baseline, compile_variant=compile_variant, progress=progress)
-    if not rows:
-        raise EdgeclipError("no CUDA artifacts to measure; export with --quant fp16 (or bf16) --target cuda first")
-    extra["recommendation"] = recommendation(rows, max_drop)
-    return finish_report(rows, "cuda", ds, threads, timing, report_dir, **extra)

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeclip.errors import EdgeclipError
 
-from .timing import RunnerFailed, TimingConfig, speedups, time_interleaved
+from .timing import RunnerFailed, TimingConfig, time_interleaved
 from .worker import Subject, Worker, WorkerFailed, close_all
 
 
@@ -217,6 +217,8 @@ class WorkerRunner:
 
 
 def _timed_rows(workers, rows, by_name, ref_of, threads_list, timing: TimingConfig, progress, bar_fn) -> list[dict]:
+    from .targets.base import attach_speedups
+
     out_rows: list[dict] = []
     with bar_fn(progress, timing.rounds * len(threads_list), "timing (interleaved rounds)") as bar:
         for threads in threads_list:
@@ -227,17 +229,17 @@ def _timed_rows(workers, rows, by_name, ref_of, threads_list, timing: TimingConf
             for n, msg in failed.items():
                 by_name[n]["error"] = msg
             summaries = {n: t.summary() for n, t in timed.items()}
+            these = []
             for r in rows:
                 row = {**r, "threads": threads}
                 n = r["artifact"]
                 if n in summaries:
                     row.update(summaries[n])
-                    base = ref_of.get(n) or (n if r.get("baseline") else None)
-                    if base in summaries:
-                        row.update(speedups(summaries[n], summaries[base]))
                 elif "error" in by_name[n]:
                     row["error"] = by_name[n]["error"]
-                out_rows.append(row)
+                these.append(row)
+            attach_speedups(these, summaries, ref_of)
+            out_rows += these
     return out_rows
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.benchmarks.targets import get_target, target_names
 from edgeclip.exporter.routes import choices as route_choices
 
 FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
@@ -300,15 +301,14 @@ def _threads(value: str | None) -> list[int] | None:
 @main.command()
 @verbose_option
 @click.argument("artifacts", nargs=-1, type=click.Path())
-@click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default="cpu", show_default=True,
-              help="cpu: every runtime on this CPU; mobile: XNNPACK .pte + qnnpack .ptl at batch 1, 1/2/4 threads; "
-                   "cuda: GPU variants and CUDA artifacts.")
+@click.option("--target", type=click.Choice(target_names()), default="cpu", show_default=True,
+              help="; ".join(f"{t}: {get_target(t).summary}" for t in target_names()) + ".")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Labelled set for accuracy.")
 @click.option("--threads", default=None, help="CPU threads, or a sweep such as 1,2,all [all cores; mobile 1,2,4].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Accuracy on the first N images only [all].")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
 @click.option("--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Batch-1 calls per artifact per round.")
-@click.option("--batch", type=click.IntRange(min=2), default=None, help="Batch size for throughput [64 on cpu, 8 mobile, 256 cuda].")
+@click.option("--batch", type=click.IntRange(min=2), default=None, help="Batch size for throughput [per target: " + ", ".join(f"{get_target(t).throughput_batch} {t}" for t in target_names()) + "].")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds any one step of one artifact may take before it becomes an error row.")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -335,7 +335,7 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_
     old = load_report(compare_to) if compare_to else None   # a bad --compare file fails before the run
     report = run_bench(list(artifacts) if artifacts else out, data=data, target=target, threads=_threads(threads), limit=limit,
                        timing=TimingConfig(rounds=rounds, reps_per_round=reps,
-                                           throughput_batch=batch or {"cuda": 256, "mobile": 8}.get(target, 64)),
+                                           throughput_batch=batch or get_target(target).throughput_batch),
                        report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers,
                        compile_variant=compile_variant, progress=not as_json, timeout_s=timeout_s, max_drop=max_drop)
     if old is not None:

@@ -7,8 +7,6 @@ through exactly the same export -> verify -> measure path as a hub model.
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -194,44 +192,15 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
     ``peers`` adds the routes a user would take without edgeclip (benchmarks/peers.py), measured in the same run.
     ``timeout_s`` bounds every step of every artifact (a hung runtime becomes an error row).
     """
+    from edgeclip.benchmarks.targets import BenchOptions, check_options, get_target, run_target
     from edgeclip.benchmarks.timing import TimingConfig
 
-    if target not in ("cpu", "mobile", "cuda"):
-        raise EdgeclipError(f"unknown --target {target!r}; use cpu, mobile or cuda")
-    if peers and target != "cpu":
-        raise EdgeclipError("--peers are CPU routes; drop --peers or use --target cpu")
-    timing = timing or TimingConfig(throughput_batch=256 if target == "cuda" else 64)
-    if threads is None:
-        threads_list = [1, 2, 4] if target == "mobile" else [os.cpu_count() or 1]
-    else:
-        threads_list = [threads] if isinstance(threads, int) else list(threads)
+    tgt = get_target(target)
+    threads_list = tgt.default_threads() if threads is None else [threads] if isinstance(threads, int) else list(threads)
     if not threads_list or min(threads_list) < 1:
         raise EdgeclipError(f"--threads must be at least 1 (got {threads_list})")
-    arts = collect_artifacts(artifacts)
-    ds = load_dataset(data, "test", limit)
-    if target == "cuda":
-        from edgeclip.benchmarks.cuda import cuda_report
-
-        return cuda_report(arts, ds, timing=timing, threads=max(threads_list), baseline=baseline,
-                           compile_variant=compile_variant, report_dir=report_dir, progress=progress, max_drop=max_drop)
-    from edgeclip.benchmarks.harness import bench_processes, is_mobile_artifact, recommendation
-    from edgeclip.benchmarks.report import finish_report
-
-    extra: dict = {}
-    if target == "mobile":
-        mobile = [a for a in arts if is_mobile_artifact(a)]
-        extra["mobile_profile"] = ("the backends phones run (ExecuTorch XNNPACK .pte, lite-interpreter qnnpack .ptl) at "
-                                   f"batch 1 with {', '.join(map(str, threads_list))} thread(s) -- run on this "
-                                   f"{platform.machine()} host ({os.cpu_count()} cores), not on a phone: ARM engines "
-                                   "(qnnpack) measured on x86 say nothing about a phone's speed")
-        extra["skipped_non_mobile_artifacts"] = [a.name for a in arts if a not in mobile]
-        if not mobile:
-            raise EdgeclipError("no mobile artifacts (.pte with XNNPACK, .ptl with qnnpack) to measure; export with "
-                                "--format pte or --backend qnnpack first")
-        arts = mobile
-        timing = TimingConfig(**{**timing.__dict__, "throughput_batch": min(timing.throughput_batch, 8)})
-    rows = bench_processes(arts, ds, threads_list=threads_list, timing=timing, baseline=baseline, peers=peers,
-                           timeout_s=timeout_s, progress=progress)
-    extra["threads_sweep"] = threads_list
-    extra["recommendation"] = recommendation(rows, max_drop)
-    return finish_report(rows, target, ds, max(threads_list), timing, report_dir, **extra)
+    opts = BenchOptions(threads=threads_list, timing=timing or TimingConfig(throughput_batch=tgt.throughput_batch),
+                        baseline=baseline, peers=peers, compile_variant=compile_variant, timeout_s=timeout_s,
+                        max_drop=max_drop, progress=progress)
+    check_options(tgt, opts)
+    return run_target(tgt, collect_artifacts(artifacts), load_dataset(data, "test", limit), opts, report_dir)
