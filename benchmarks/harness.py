@@ -71,34 +71,44 @@ def _fidelity_metrics(task: str, out: np.ndarray, labels, ref: np.ndarray | None
     return res
 
 
-def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, baseline: bool, peers: bool,
-                    timeout_s: float, progress: bool) -> list[dict]:
-    from edgeclip.models.preprocess import Preprocess
-    from edgeclip.preparation import progress_bar, rebuild_baseline, baseline_key, caption_texts, check_label_match, preprocessed_images
+class InputFiles:
+    """The inputs each artifact is measured on, saved once per preprocessing as .npy files in ``workdir``."""
 
-    workdir = Path(tempfile.mkdtemp(prefix="edgeclip-bench-"))
-    images: dict = {}
-    npy: dict[str, str] = {}
+    def __init__(self, workdir: Path, ds, progress: bool = False):
+        self.workdir, self.ds, self.progress = workdir, ds, progress
+        self.images: dict = {}
+        self.npy: dict[str, str] = {}
 
-    def save(key: str, arr: np.ndarray) -> str:
-        if key not in npy:
-            npy[key] = str(workdir / f"inputs-{len(npy)}.npy")
-            np.save(npy[key], arr)
-        return npy[key]
+    def _save(self, key: str, arr: np.ndarray) -> str:
+        if key not in self.npy:
+            self.npy[key] = str(self.workdir / f"inputs-{len(self.npy)}.npy")
+            np.save(self.npy[key], arr)
+        return self.npy[key]
 
-    def inputs_for(a) -> str:
+    def for_artifact(self, a) -> str:
         """Preprocessed images for image models; real captions (class names x templates) as token ids for a
         text encoder, tokenized by the model's own tokenizer."""
+        from edgeclip.models.preprocess import Preprocess
+        from edgeclip.preparation import baseline_key, caption_texts, preprocessed_images, rebuild_baseline
+
         if a.manifest.get("task") == "text-encoder":
             key = "text:" + baseline_key(a)
-            if key not in npy:
-                prep = rebuild_baseline(a, ds)
+            if key not in self.npy:
+                prep = rebuild_baseline(a, self.ds)
                 if prep is None or prep.tokenizer is None:
                     raise EdgeclipError("the text encoder came from a user module, whose tokenizer edgeclip cannot rebuild")
-                return save(key, prep.tokenizer(caption_texts(prep, ds)).numpy().astype(np.int64))
-            return npy[key]
-        arr = preprocessed_images(ds, Preprocess.from_dict(a.manifest["preprocessing"]), images, progress)
-        return save(str(id(arr)), arr)
+                return self._save(key, prep.tokenizer(caption_texts(prep, self.ds)).numpy().astype(np.int64))
+            return self.npy[key]
+        arr = preprocessed_images(self.ds, Preprocess.from_dict(a.manifest["preprocessing"]), self.images, self.progress)
+        return self._save(str(id(arr)), arr)
+
+
+def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, baseline: bool, peers: bool,
+                    timeout_s: float, progress: bool) -> list[dict]:
+    from edgeclip.preparation import baseline_key, check_label_match, progress_bar
+
+    workdir = Path(tempfile.mkdtemp(prefix="edgeclip-bench-"))
+    inputs_for = InputFiles(workdir, ds, progress).for_artifact
 
     rows: list[dict] = []
     subjects: list[Subject] = []
@@ -118,12 +128,9 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
             key = baseline_key(a)
             user_module = str((a.manifest.get("source") or {}).get("model", "")).startswith("user module")
             if baseline and key not in baselines and not user_module:
-                model = Path(str(a.manifest["source"]["model"])).name
-                name = f"{model} fp32 eager" if row["task"] == "classifier" else f"{model} {row['task']} fp32 eager"
-                baselines[key] = name
-                rows.insert(len(rows) - 1, {"artifact": name, "format": "eager", "task": row["task"], "runtime": "torch-eager",
-                                            "quant": "fp32", "file_mb": None, "random_weights": row["random_weights"],
-                                            "baseline": True})
+                base_row = baseline_row(a, row)
+                name = baselines[key] = base_row["artifact"]
+                rows.insert(len(rows) - 1, base_row)
                 subjects.append(Subject(name, "eager", str(a.dir), inputs, _registered_config(a)))
                 if peers and row["task"] == "classifier":
                     subjects += _peer_subjects(a, ds, inputs, workdir, rows, row["random_weights"], name, ref_of)
@@ -142,6 +149,14 @@ def bench_processes(arts, ds, *, threads_list: list[int], timing: TimingConfig, 
             close_all(workers.values())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def baseline_row(a, row: dict) -> dict:
+    """The fp32 eager row of the model an artifact came from (its name is the model's and the task's)."""
+    model = Path(str(a.manifest["source"]["model"])).name
+    name = f"{model} fp32 eager" if row["task"] == "classifier" else f"{model} {row['task']} fp32 eager"
+    return {"artifact": name, "format": "eager", "task": row["task"], "runtime": "torch-eager", "quant": "fp32",
+            "file_mb": None, "random_weights": row["random_weights"], "baseline": True}
 
 
 def _registered_config(a) -> dict:

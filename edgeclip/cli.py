@@ -320,9 +320,11 @@ def _threads(value: str | None) -> list[int] | None:
 @click.option("--peers", is_flag=True, help="Add the no-edgeclip routes (plain ONNX, ORT quantize_dynamic defaults, torch.ao eager) as rows.")
 @click.option("--compile", "compile_variant", is_flag=True,
               help="cuda: also time fp16 + torch.compile (about 15 s of compilation per shape).")
+@click.option("--device", default=None, metavar="ssh://USER@HOST[:PORT]",
+              help="arm64: run on this board or phone over SSH (key auth, known host) instead of emulated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON.")
 def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_s, max_drop, out, report_dir, compare_to,
-          no_baseline, peers, compile_variant, as_json):
+          no_baseline, peers, compile_variant, device, as_json):
     """Accuracy, agreement with fp32, size, memory, latency and throughput of artifacts (default: all in --out).
 
     Each artifact runs in its own process; all are timed interleaved in rounds in one run, so speed-ups
@@ -337,7 +339,8 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_
                        timing=TimingConfig(rounds=rounds, reps_per_round=reps,
                                            throughput_batch=batch or get_target(target).throughput_batch),
                        report_dir=report_dir or str(Path(out) / "bench"), baseline=not no_baseline, peers=peers,
-                       compile_variant=compile_variant, progress=not as_json, timeout_s=timeout_s, max_drop=max_drop)
+                       compile_variant=compile_variant, progress=not as_json, timeout_s=timeout_s, max_drop=max_drop,
+                       device=device)
     if old is not None:
         report["compare"] = {"against": str(compare_to), "changes": compare(old, report)}
     if as_json:
@@ -452,6 +455,41 @@ def formats(as_json):
         return
     click.echo(_table(rows, [("format", "format", "{}"), ("quant", "quant", "{}"), ("scheme", "scheme", "{}"),
                              ("backend", "backend", "{}"), ("how", "how", "{}")]))
+
+
+@main.group()
+def device():
+    """Devices that run artifacts with their own runtimes (an emulated aarch64 Python here, boards over SSH)."""
+
+
+@device.command("setup")
+@verbose_option
+@click.argument("kind", type=click.Choice(["arm64"]))
+@click.option("--force", is_flag=True, help="Rebuild even if the cached environment is current.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+def device_setup(kind, force, as_json):
+    """Build or refresh the aarch64 Python environment 'bench --target arm64' runs artifacts in.
+
+    \b
+    Debian 12's arm64 Python 3.11 and PyPI's aarch64 wheels of this host's numpy, onnxruntime, torch and
+    executorch, run under qemu-aarch64-static; cached in ~/.cache/edgeclip/arm64 (or $EDGECLIP_ARM64_ENV).
+    Needs root, qemu-user-static and binutils-aarch64-linux-gnu; about 2 GB of disk."""
+    import time
+
+    from edgeclip.runtimes.devices import EmulatedArm64
+
+    env = EmulatedArm64()
+    t0 = time.perf_counter()
+    was = env.ready()
+    info = env.setup(progress=None if as_json else lambda m: click.echo(m, err=True), force=force)
+    info = {**info, "path": str(env.env), "seconds": round(time.perf_counter() - t0, 1),
+            "reused": was is not None and was == info}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    state = "up to date (cached)" if info["reused"] else "built"
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    click.echo(f"arm64 environment {state} at {info['path']} in {info['seconds']:g} s: {versions}")
 
 
 if __name__ == "__main__":

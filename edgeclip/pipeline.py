@@ -185,12 +185,13 @@ def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_s
 def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, data: str = "fashion-mnist",
           target: str = "cpu", threads: int | Sequence[int] | None = None, limit: int | None = None, timing=None,
           report_dir: str | Path | None = None, baseline: bool = True, peers: bool = False, progress: bool = False,
-          compile_variant: bool = False, timeout_s: float = 600.0, max_drop: float = 1.0) -> dict:
+          compile_variant: bool = False, timeout_s: float = 600.0, max_drop: float = 1.0, device: str | None = None) -> dict:
     """Measure artifacts (and the fp32 eager model they came from) on one target; returns the report dict.
 
     ``threads``: one count or a sweep (e.g. ``[1, 2, 4]``; default: all cores, and 1/2/4 for ``mobile``).
     ``peers`` adds the routes a user would take without edgeclip (benchmarks/peers.py), measured in the same run.
     ``timeout_s`` bounds every step of every artifact (a hung runtime becomes an error row).
+    ``device``: for ``target="arm64"``, ``ssh://user@host[:port]`` runs the files on that board instead of emulated.
     """
     from edgeclip.benchmarks.targets import BenchOptions, check_options, get_target, run_target
     from edgeclip.benchmarks.timing import TimingConfig
@@ -201,6 +202,6 @@ def bench(artifacts: str | Path | Sequence[str | Path | Artifact] = "out", *, da
         raise EdgeclipError(f"--threads must be at least 1 (got {threads_list})")
     opts = BenchOptions(threads=threads_list, timing=timing or TimingConfig(throughput_batch=tgt.throughput_batch),
                         baseline=baseline, peers=peers, compile_variant=compile_variant, timeout_s=timeout_s,
-                        max_drop=max_drop, progress=progress)
+                        max_drop=max_drop, progress=progress, device=device)
     check_options(tgt, opts)
     return run_target(tgt, collect_artifacts(artifacts), load_dataset(data, "test", limit), opts, report_dir)

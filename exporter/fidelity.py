@@ -6,7 +6,7 @@ agreement (the fraction of images whose arg-max is unchanged) -- the number a us
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ class Fidelity:
     top1_agreement: float | None      # None for embedding outputs (no classes)
     inputs: str                        # what the comparison ran on, e.g. "fashion-mnist test[:256]"
     device: str = "cpu"                # where the artifact ran for the check (fp16 artifacts: cuda when present)
+    machine: str = field(default_factory=lambda: __import__("platform").machine())   # the CPU architecture it ran on
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,7 @@ class BenchOptions:
     timeout_s: float = 600.0
     max_drop: float = 1.0
     progress: bool = False
+    device: str | None = None         # a target's device, e.g. ssh://user@host for arm64
 
 
 class BenchTarget:
@@ -37,12 +38,13 @@ class BenchTarget:
     name: str = ""
     summary: str = ""                 # one line for --help
     throughput_batch: int = 64        # the batch throughput is measured at unless --batch says otherwise
+    devices: bool = False             # whether --device (a board over SSH) makes sense here
     peers: bool = False               # whether --peers (plain ONNX / ORT defaults / torch.ao rows) make sense here
 
     def default_threads(self) -> list[int]:
         return [os.cpu_count() or 1]
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, opts: "BenchOptions") -> str | None:
         """Why this target cannot measure anything on this machine (reported, not raised); None when it can."""
         return None
 
@@ -56,6 +58,11 @@ class BenchTarget:
     def measure(self, arts: list, ds, opts: BenchOptions) -> tuple[list[dict], dict]:
         """Rows (one per artifact and thread count, plus baselines) and extra report fields."""
         raise NotImplementedError
+
+    def recommend(self, rows: list[dict], max_drop: float) -> str | None:
+        from ..harness import recommendation
+
+        return recommendation(rows, max_drop)
 
 
 _TARGETS: dict[str, BenchTarget] = {}
@@ -80,6 +87,9 @@ def get_target(name: str) -> BenchTarget:
 
 def check_options(target: BenchTarget, opts: BenchOptions) -> None:
     """Refuse settings the target cannot honour -- before any artifact or dataset is read."""
+    if opts.device and not target.devices:
+        allowed = ", ".join(n for n, t in _TARGETS.items() if t.devices)
+        raise EdgeclipError(f"--device is for --target {allowed}; drop --device or use --target {allowed.split(',')[0]}")
     if opts.peers and not target.peers:
         allowed = ", ".join(n for n, t in _TARGETS.items() if t.peers)
         raise EdgeclipError(f"--peers are CPU routes, measured on --target {allowed} only; drop --peers or use --target {allowed.split(',')[0]}")
@@ -87,18 +97,17 @@ def check_options(target: BenchTarget, opts: BenchOptions) -> None:
 
 def run_target(target: BenchTarget, arts: Sequence, ds, opts: BenchOptions, report_dir) -> dict:
     """The engine's one path from artifacts to a report, for every target."""
-    from ..harness import recommendation
     from ..report import finish_report
 
     check_options(target, opts)
     opts = replace(opts, timing=target.adjust_timing(opts.timing))
-    reason = target.unavailable()
+    reason = target.unavailable(opts)
     if reason:
         return finish_report([], target.name, ds, max(opts.threads), opts.timing, None, skipped=reason)
     arts, extra = target.select(arts)
     rows, more = target.measure(arts, ds, opts)
     extra.update(more)
-    extra["recommendation"] = recommendation(rows, opts.max_drop)
+    extra["recommendation"] = target.recommend(rows, opts.max_drop)
     return finish_report(rows, target.name, ds, max(opts.threads), opts.timing, report_dir, **extra)
 
 

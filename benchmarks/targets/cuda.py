@@ -13,7 +13,7 @@ class CudaTarget(BenchTarget):
     summary = "GPU variants and CUDA artifacts"
     throughput_batch = 256
 
-    def unavailable(self):
+    def unavailable(self, opts):
         from ..cuda import cuda_status
 
         return cuda_status()

@@ -18,7 +18,7 @@ class _Toy(BenchTarget):
     def __init__(self, why_not=None):
         self.why_not, self.seen = why_not, None
 
-    def unavailable(self):
+    def unavailable(self, opts):
         return self.why_not
 
     def select(self, arts):
