@@ -14,6 +14,8 @@ SCHEMA = "edgeclip.bench/2"   # /2: one row per artifact x threads, worker-proce
 COLUMNS = [  # (key, header, format)
     ("artifact", "artifact", "{}"),
     ("runtime", "runtime", "{}"),
+    ("machine", "arch", "{}"),
+    ("kernels_summary", "kernels", "{}"),
     ("threads", "threads", "{}"),
     ("quant", "quant", "{}"),
     ("file_mb", "size MB", "{:.2f}"),
@@ -22,6 +24,8 @@ COLUMNS = [  # (key, header, format)
     ("gpu_peak_mb", "GPU MB", "{:.0f}"),
     ("latency_ms_median", "b1 median ms", "{:.2f}"),
     ("latency_ms_p90", "b1 p90 ms", "{:.2f}"),
+    ("latency_ms_p99", "b1 p99 ms", "{:.2f}"),
+    ("emulated_latency_ms_median", "emulated b1 ms (not device time)", "{:.1f}"),
     ("speedup", "speed-up vs eager", "{:.2f}x"),
     ("throughput_img_s", "img/s", "{:.0f}"),
     ("top1", "top-1 %", "{:.2f}"),
@@ -105,13 +109,26 @@ def markdown(report: dict) -> str:
     sweep = report.get("threads_sweep")
     if sweep and len(sweep) > 1:
         where = f"threads {', '.join(map(str, sweep))} (one row each), {cpu_label(env)}, {env['cores']} cores"
-    notes = [f"target {report['target']}, {where}; "
+    dev = report.get("device")
+    if dev:
+        timing = (f"{dev['note']}" if dev.get("emulated") else
+                  f"batch-1 latency on {dev['name']} ({dev['arch']}), {report['timing']['rounds'] * report['timing']['reps_per_round']} "
+                  f"calls per artifact after {report['timing']['warmup']} warm-up calls, artifacts one after another")
+        notes = [f"target {report['target']}: {timing}; the fp32 eager reference ran on this host ({where}); "
+                 f"accuracy on {report['dataset']}, agreement and cosine against that x86 fp32 model."]
+    else:
+        notes = [f"target {report['target']}, {where}; "
              f"batch-1 latency over {report['timing']['rounds']} interleaved rounds x {report['timing']['reps_per_round']} calls "
              f"after {report['timing']['warmup']} warm-up calls; throughput at batch {report['timing']['throughput_batch']}; "
              f"accuracy on {report['dataset']}; speed-up = eager median / artifact median, same run."]
+    if report.get("skipped_non_arm_artifacts"):
+        notes.append("Not run on ARM: " + ", ".join(f"{k} ({v})" for k, v in report["skipped_non_arm_artifacts"].items()) + ".")
     if report.get("mobile_profile"):
         notes.append(f"Mobile profile: {report['mobile_profile']}.")
-    if report.get("rows") and any(r.get("peak_rss_mb") for r in report["rows"]):
+    if dev and any(r.get("peak_rss_mb") for r in report["rows"]):
+        notes.append("Peak RSS: of the device's runner process (numpy, the row's runtime, the model, the accuracy pass)"
+                     + ("; under emulation it includes qemu's own memory." if dev.get("emulated") else "."))
+    elif report.get("rows") and any(r.get("peak_rss_mb") for r in report["rows"]):
         notes.append("Peak RSS: of a process that imported only that row's runtime, loaded the model and served batch-1 "
                      "calls (one process per row, measured before the accuracy pass); before loading, the imports took "
                      f"{_base_rss(report)}. ExecuTorch's and the lite interpreter's Python bindings load torch with the "

@@ -123,6 +123,7 @@ class Arm64Target(BenchTarget):
             return {**row, "machine": device.arch, "error": str(e)}
         r = res.result
         row.update({"machine": r.get("machine", device.arch), "runtime": r.get("runtime"), "kernels": r.get("kernels"),
+                    "kernels_summary": kernels_summary(r.get("kernels") or {}),
                     "device_versions": r.get("versions"), "threads": r.get("threads", threads)})
         if "error" in r:
             return {**row, "error": r["error"]}
@@ -151,6 +152,18 @@ class Arm64Target(BenchTarget):
                     f"{len(meas)} classifier artifacts stay within {max_drop:g} pt of x86 fp32 top-1 on aarch64 kernels"
                     + ("" if base else " (no fp32 row to compare with)"))
         return recommendation(rows, max_drop)
+
+
+def kernels_summary(k: dict) -> str | None:
+    """One cell: what ran the model on the device."""
+    if "onnxruntime_providers" in k:
+        return "ORT " + "+".join(p.removesuffix("ExecutionProvider") for p in k["onnxruntime_providers"])
+    if "delegate" in k:
+        frac = k.get("delegated_fraction")
+        return f"{k['delegate']} {100 * frac:.0f}% of ops" if frac is not None and k["delegate"] == "xnnpack" else k["delegate"]
+    if "quantized_engine" in k:
+        return f"{k['quantized_engine']} engine" if k["quantized_engine"] else "torch CPU (fp32)"
+    return None
 
 
 def _host_machine() -> str:
