@@ -118,7 +118,7 @@ class Arm64Target(BenchTarget):
         row = {**row, "device": device.name, "emulated": emulated, "threads": threads}
         try:
             res = device.run(a.dir, inputs, threads=threads, warmup=1 if emulated else opts.timing.warmup, reps=reps,
-                             timeout_s=opts.timeout_s)
+                             timeout_s=_run_timeout(opts.timeout_s, len(np.load(inputs, mmap_mode="r")), emulated))
         except DeviceError as e:
             return {**row, "machine": device.arch, "error": str(e)}
         r = res.result
@@ -164,6 +164,16 @@ def kernels_summary(k: dict) -> str | None:
     if "quantized_engine" in k:
         return f"{k['quantized_engine']} engine" if k["quantized_engine"] else "torch CPU (fp32)"
     return None
+
+
+# emulated seconds per image seen here (fixture, 2-core EPYC, qemu 7.2): 0.6 (fp32 .onnx, 2 threads, machine busy)
+EMULATED_S_PER_IMAGE = 3.0
+
+
+def _run_timeout(timeout_s: float, images: int, emulated: bool) -> float:
+    """--timeout bounds one step on a real device; under emulation a whole accuracy pass is one step, and it
+    runs tens of times slower, so the bound grows with the images (a hung runtime is still caught)."""
+    return max(timeout_s, 300 + EMULATED_S_PER_IMAGE * images) if emulated else timeout_s
 
 
 def _host_machine() -> str:
