@@ -50,7 +50,7 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     subject = export_subject(prep, data, recipe.verify_size, example_input, progress)
     if prep.compression is not None:
         subject.compression = {**prep.compression, "vs_uncompressed": compression_cost(prep, subject, data)}
-    if recipe.scheme == "static":
+    if recipe.scheme == "static" or (recipe.needs_calibration and (calib is not None or prep.task == "text-encoder")):
         attach_calibration(subject, prep, recipe, calib, data, progress)
     artifacts = []
     with progress_bar(progress, len(recipe.formats), "export") as bar:

@@ -235,13 +235,20 @@ def export_subject(prep: Prepared, data: LabeledImages | None, verify_size: int,
 
 
 def calibration_images(prep_task: str, recipe: ExportRecipe) -> LabeledImages | None:
-    """The static-int8 calibration set, opened before any model is loaded so a bad one fails at once:
-    a train split or separate folder, never the images accuracy is measured on."""
+    """The int8 calibration set (static ranges, SmoothQuant), opened before any model is loaded so a bad one
+    fails at once: a train split or separate folder, never the images accuracy is measured on.  Dynamic int8
+    without any data source goes without (SmoothQuant is then skipped and the manifest says so)."""
     from edgeclip.models.datasets import load_calibration
 
-    if recipe.scheme != "static" or prep_task == "text-encoder":
+    if not recipe.needs_calibration or prep_task == "text-encoder":
         return None
     spec = recipe.calib_data or recipe.data
+    if recipe.scheme != "static" and recipe.calib_data is None:
+        # SmoothQuant by default: measured where the data source has a calibration split, else skipped (noted)
+        try:
+            return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data) if spec is not None else None
+        except EdgeclipError:
+            return None
     if spec is None:
         raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC (a train split or a folder)")
     return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)

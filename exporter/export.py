@@ -25,6 +25,7 @@ from .atomic import staged_dir
 from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET
 from .quantize.embedding import int8_embeddings
+from .quantize.smooth import smooth
 from .recipe import FORMATS, ExportRecipe, slug
 from .routes import find
 
@@ -48,6 +49,7 @@ class ExportSubject:
     calib_desc: str | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
     compression: dict | None = None    # what the compression passes removed and what it cost vs the uncompressed model
+    rewrites: dict = field(default_factory=dict, repr=False)   # model-level int8 rewrites, built once for all formats
 
     @property
     def example(self) -> torch.Tensor:
@@ -87,6 +89,24 @@ def _produce(subject: ExportSubject, recipe: ExportRecipe, stage: Path, fmt: str
 PRODUCERS = {f: partial(_produce, fmt=f) for f in FORMATS}
 
 
+def int8_model(subject: ExportSubject, recipe: ExportRecipe) -> tuple[torch.nn.Module, dict]:
+    """The module every int8 route quantizes, with its manifest facts: SmoothQuant migration (exact in fp32;
+    needs calibration inputs) and per-row int8 token tables.  Built once per subject and alpha."""
+    key = ("int8", recipe.smoothquant)
+    if key not in subject.rewrites:
+        module, facts = subject.module, {}
+        if recipe.smoothquant:
+            if subject.calib_inputs is None:
+                facts["smoothquant"] = {"skipped": "no calibration images (the data source has no train split); pass --calib-data "
+                                                  "to measure channel ranges"}
+            else:
+                smoothed = smooth(module, subject.calib_inputs, subject.example, recipe.smoothquant)
+                module, facts["smoothquant"] = smoothed.module, smoothed.facts
+        module, emb_info = int8_embeddings(module)
+        subject.rewrites[key] = (module, {**facts, **emb_info})
+    return subject.rewrites[key]
+
+
 def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:
     """Produce, verify and atomically publish ``out_dir/<name>/``; raises FidelityError if it misses its bar."""
     from edgeclip.runtimes import load as load_session, run_batched
@@ -96,9 +116,9 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
     t0 = time.perf_counter()
     with staged_dir(final) as stage:
         produced, emb_info = subject, {}
-        if recipe.quant == "int8":   # token tables as per-row int8 (every format), before the format's own int8 pass
+        if recipe.quant == "int8":   # model-level rewrites every format's int8 pass starts from
             subject.reference_outputs()   # the bar stays the fp32 model
-            module, emb_info = int8_embeddings(subject.module)
+            module, emb_info = int8_model(subject, recipe)
             produced = replace(subject, module=module)
         quant_info = {**PRODUCERS[fmt](produced, recipe, stage), **emb_info}
         if recipe.scheme == "static":  # one key for every format: where the calibration images came from

@@ -66,6 +66,7 @@ class ExportRecipe:
     calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
+    smoothquant: float | None = 0.5       # int8: SmoothQuant migration strength alpha (0 or None: off); needs calibration images
     target: str | None = None            # cpu | mobile | cuda; default: cuda for fp16/bf16, else cpu
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
@@ -109,9 +110,14 @@ class ExportRecipe:
             r.compress = CompressRecipe.from_dict(r.compress)
         if r.compress is not None:
             r.compress = r.compress.validated() if r.compress.active else None
-        if r.calib_data is not None and r.scheme != "static" and not (r.compress and r.compress.needs_calibration):
-            raise EdgeclipError("--calib-data is only used by --quant int8 --scheme static and data-aware compression; "
-                                "drop it for dynamic or float exports")
+        if r.smoothquant is not None and not (0.0 <= r.smoothquant < 1.0):
+            raise EdgeclipError(f"--smoothquant must be at least 0 and below 1 (got {r.smoothquant}); 0.5 is the usual "
+                                "strength, 0 turns it off")
+        if r.quant != "int8" or not r.smoothquant:
+            r.smoothquant = None
+        if r.calib_data is not None and not r.needs_calibration and not (r.compress and r.compress.needs_calibration):
+            raise EdgeclipError("--calib-data is only used by --quant int8 (static ranges, SmoothQuant) and data-aware "
+                                "compression; drop it for float exports")
         if r.calib_method not in ("minmax", "entropy", "percentile"):
             raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy or percentile")
         if not (0 <= r.sensitive_float <= 1000):
@@ -136,6 +142,11 @@ class ExportRecipe:
             if find(f, r.quant, r.scheme, backend) is None:
                 raise EdgeclipError(self._refusal(f, backend, r))
         return r
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Static int8 ranges and SmoothQuant's channel ranges are measured on calibration images."""
+        return self.scheme == "static" or (self.quant == "int8" and bool(self.smoothquant))
 
     def backend_for(self, fmt: str) -> str:
         """The backend a format is built for: --backend when it belongs to that format (or only one format was

@@ -64,9 +64,25 @@ def test_support_table_lists_only_what_validates():
                      scheme=None if row["scheme"] == "-" else row["scheme"]).validated()
 
 
-def test_calibration_data_without_static_is_refused():
-    with pytest.raises(EdgeclipError, match="--calib-data is only used by --quant int8 --scheme static"):
-        ExportRecipe(quant="int8", calib_data="fashion-mnist").validated()
+def test_calibration_data_is_refused_where_nothing_calibrates():
+    with pytest.raises(EdgeclipError, match="--calib-data is only used by --quant int8"):
+        ExportRecipe(calib_data="fashion-mnist").validated()                      # fp32
+    with pytest.raises(EdgeclipError, match="--calib-data is only used by --quant int8"):
+        ExportRecipe(quant="int8", smoothquant=0, calib_data="fashion-mnist").validated()   # dynamic, nothing measured
+    # dynamic int8 measures SmoothQuant's channel ranges on it
+    assert ExportRecipe(quant="int8", calib_data="fashion-mnist").validated().needs_calibration
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0, 3])
+def test_smoothquant_strength_out_of_range_is_refused(alpha):
+    with pytest.raises(EdgeclipError, match="--smoothquant must be at least 0 and below 1"):
+        ExportRecipe(quant="int8", smoothquant=alpha).validated()
+
+
+def test_smoothquant_applies_to_int8_only():
+    assert ExportRecipe().validated().smoothquant is None
+    assert ExportRecipe(quant="int8").validated().smoothquant == 0.5
+    assert ExportRecipe(quant="int8", smoothquant=0).validated().smoothquant is None
 
 
 def test_half_defaults_to_cuda_target_and_cuda_backend():
