@@ -40,7 +40,7 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     recipe = recipe.validated()
     check_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
     data = load_dataset(recipe.data, "test") if recipe.data else None
-    calib = calibration_images(recipe.task, recipe)
+    calib, holdout = calibration_images(recipe.task, recipe)
     prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
                    data=data, labels=labels, preprocess=preprocess, templates=recipe.templates, model_kwargs=model_kwargs,
                    compress=recipe.compress, calib=compression_images(recipe), calib_size=recipe.calib_size,
@@ -51,7 +51,7 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     if prep.compression is not None:
         subject.compression = {**prep.compression, "vs_uncompressed": compression_cost(prep, subject, data)}
     if recipe.scheme == "static" or (recipe.needs_calibration and (calib is not None or prep.task == "text-encoder")):
-        attach_calibration(subject, prep, recipe, calib, data, progress)
+        attach_calibration(subject, prep, recipe, calib, data, progress, holdout)
     artifacts = []
     with progress_bar(progress, len(recipe.formats), "export") as bar:
         for fmt in recipe.formats:

@@ -234,24 +234,37 @@ def export_subject(prep: Prepared, data: LabeledImages | None, verify_size: int,
     return subject
 
 
-def calibration_images(prep_task: str, recipe: ExportRecipe) -> LabeledImages | None:
-    """The int8 calibration set (static ranges, SmoothQuant), opened before any model is loaded so a bad one
-    fails at once: a train split or separate folder, never the images accuracy is measured on.  Dynamic int8
-    without any data source goes without (SmoothQuant is then skipped and the manifest says so)."""
-    from edgeclip.models.datasets import load_calibration
+HOLDOUT_IMAGES = 500   # accuracy control's held-out calibration images: 0.2 pt per image
+
+
+def calibration_images(prep_task: str, recipe: ExportRecipe) -> tuple[LabeledImages | None, LabeledImages | None]:
+    """(the int8 calibration set (static ranges, SmoothQuant), the held-out images accuracy control measures
+    on), opened before any model is loaded so a bad source fails at once: a train split or separate folder,
+    never the images accuracy is measured on.  Dynamic int8 without a calibration source goes without
+    (SmoothQuant is then skipped and the manifest says so); ``--max-drop`` cannot."""
+    from edgeclip.models.datasets import load_calibration, load_calibration_holdout
 
     if not recipe.needs_calibration or prep_task == "text-encoder":
-        return None
+        return None, None
     spec = recipe.calib_data or recipe.data
+    if recipe.max_drop is not None:
+        if spec is None:
+            raise EdgeclipError("--max-drop measures top-1 on held-out calibration images; pass --calib-data SPEC")
+        calib, holdout = load_calibration_holdout(spec, recipe.calib_size, HOLDOUT_IMAGES, eval_spec=recipe.data)
+        if len(holdout) < 100:
+            raise EdgeclipError(f"--max-drop needs at least 100 labelled calibration images beyond the {recipe.calib_size} "
+                                f"it calibrates on ({spec} has {len(calib) + len(holdout)}); lower --calib-size or pass "
+                                "a larger --calib-data")
+        return calib, holdout
     if recipe.scheme != "static" and recipe.calib_data is None:
         # SmoothQuant by default: measured where the data source has a calibration split, else skipped (noted)
         try:
-            return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data) if spec is not None else None
+            return (load_calibration(spec, recipe.calib_size, eval_spec=recipe.data) if spec is not None else None), None
         except EdgeclipError:
-            return None
+            return None, None
     if spec is None:
         raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC (a train split or a folder)")
-    return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data)
+    return load_calibration(spec, recipe.calib_size, eval_spec=recipe.data), None
 
 
 def compression_images(recipe: ExportRecipe) -> LabeledImages | None:
@@ -270,7 +283,7 @@ def compression_images(recipe: ExportRecipe) -> LabeledImages | None:
 
 
 def attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRecipe, calib: LabeledImages | None,
-                        data: LabeledImages | None, progress: bool) -> None:
+                        data: LabeledImages | None, progress: bool, holdout: LabeledImages | None = None) -> None:
     if prep.task == "text-encoder":
         caps = caption_texts(prep, data)
         subject.calib_inputs = prep.tokenizer(caps[:recipe.calib_size]).numpy().astype(np.int64)
@@ -279,6 +292,12 @@ def attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRec
     with progress_bar(progress, len(calib), "preprocess calibration images") as bar:
         subject.calib_inputs = calib.tensors(prep.preprocess, bar.update if bar else None).numpy()
     subject.calib_desc = f"{calib.name} {calib.split} ({len(calib)} images, stratified, seed 0)"
+    if holdout is not None:
+        check_label_match(prep.classes, holdout, "the model")
+        with progress_bar(progress, len(holdout), "preprocess held-out calibration images") as bar:
+            subject.holdout_inputs = holdout.tensors(prep.preprocess, bar.update if bar else None).numpy()
+        subject.holdout_labels = np.asarray(holdout.labels)
+        subject.holdout_desc = f"{holdout.name} {holdout.split} ({len(holdout)} held-out images, not calibrated on)"
 
 
 def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages | None) -> dict:

@@ -66,6 +66,9 @@ class ExportRecipe:
     calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
+    max_drop: float | None = None         # int8: keep the most sensitive layers float until top-1 on held-out calibration
+                                          # images is within this many points of fp32 (accuracy control)
+    float_layers: tuple[str, ...] = ()    # int8: module paths kept float in every format (e.g. from edgeclip inspect)
     smoothquant: float | None = 0.5       # int8: SmoothQuant migration strength alpha (0 or None: off); needs calibration images
     target: str | None = None            # cpu | mobile | cuda; default: cuda for fp16/bf16, else cpu
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
@@ -115,6 +118,18 @@ class ExportRecipe:
                                 "strength, 0 turns it off")
         if r.quant != "int8" or not r.smoothquant:
             r.smoothquant = None
+        if r.max_drop is not None:
+            if r.quant != "int8":
+                raise EdgeclipError(f"--max-drop controls int8 accuracy; it does nothing for --quant {r.quant} (drop it or "
+                                    "add --quant int8)")
+            if not (0.0 <= r.max_drop <= 100.0):
+                raise EdgeclipError(f"--max-drop is top-1 points and must be between 0 and 100 (got {r.max_drop}); e.g. 0.5")
+            if r.task != "classifier":
+                raise EdgeclipError(f"--max-drop measures top-1 on labelled images, so it needs --task classifier (got "
+                                    f"{r.task}); export the classifier, or drop --max-drop")
+        r.float_layers = tuple(r.float_layers)
+        if r.float_layers and r.quant != "int8":
+            raise EdgeclipError("--float-layers applies to --quant int8 only; drop it for float exports")
         if r.calib_data is not None and not r.needs_calibration and not (r.compress and r.compress.needs_calibration):
             raise EdgeclipError("--calib-data is only used by --quant int8 (static ranges, SmoothQuant) and data-aware "
                                 "compression; drop it for float exports")
@@ -146,7 +161,7 @@ class ExportRecipe:
     @property
     def needs_calibration(self) -> bool:
         """Static int8 ranges and SmoothQuant's channel ranges are measured on calibration images."""
-        return self.scheme == "static" or (self.quant == "int8" and bool(self.smoothquant))
+        return self.scheme == "static" or (self.quant == "int8" and (bool(self.smoothquant) or self.max_drop is not None))
 
     def backend_for(self, fmt: str) -> str:
         """The backend a format is built for: --backend when it belongs to that format (or only one format was
@@ -173,6 +188,7 @@ class ExportRecipe:
         d = asdict(self)
         d["formats"] = list(self.formats) if self.formats else None
         d["keep_float"] = list(self.keep_float)
+        d["float_layers"] = list(self.float_layers)
         d["compress"] = self.compress.to_dict() if isinstance(self.compress, CompressRecipe) else self.compress
         return d
 

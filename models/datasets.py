@@ -65,9 +65,14 @@ class LabeledImages:
         return self.select(np.arange(n))
 
     def stratified(self, n: int, seed: int = 0) -> "LabeledImages":
-        """``n`` images spread evenly over the classes, drawn reproducibly."""
+        """``n`` images spread evenly over the classes, drawn reproducibly (a smaller ``n`` draws a subset of a
+        larger one: the same per-class order, taken round-robin)."""
         if n >= len(self):
             return self
+        return self.select(self.stratified_index(n, seed))
+
+    def stratified_index(self, n: int, seed: int = 0) -> np.ndarray:
+        n = min(n, len(self))
         rng = np.random.default_rng(seed)
         per_class = [np.flatnonzero(self.labels == c) for c in range(len(self.classes))]
         per_class = [rng.permutation(ix) for ix in per_class if len(ix)]
@@ -77,7 +82,7 @@ class LabeledImages:
                 if k < len(ix) and len(picked) < n:
                     picked.append(ix[k])
             k += 1
-        return self.select(np.sort(np.asarray(picked)))
+        return np.sort(np.asarray(picked, dtype=np.int64))
 
     def select(self, index: Sequence[int]) -> "LabeledImages":
         index = np.asarray(index, dtype=np.int64)
@@ -339,11 +344,26 @@ def load_calibration(spec: str, size: int, eval_spec: str | None = None) -> Labe
     """
     if size <= 0:
         raise EdgeclipError(f"calibration size must be positive (got {size}); pass --calib-size 256 or similar")
+    return _calibration_source(spec, eval_spec).stratified(size, seed=0)
+
+
+def _calibration_source(spec: str, eval_spec: str | None) -> LabeledImages:
     kind, path = parse_spec(spec)
     if eval_spec is not None and kind in ("folder", "imagenet"):
         ekind, epath = parse_spec(eval_spec)
         if epath and path and Path(epath).expanduser().resolve() == Path(path).expanduser().resolve():
             raise EdgeclipError(f"calibration folder {path} is the evaluation folder; calibrate on a train folder so accuracy is not measured on calibration images")
     split = "train" if kind in ("fashion-mnist", "cifar100") else "calib"
-    ds = LOADERS[kind](path, split)
-    return ds.stratified(size, seed=0)
+    return LOADERS[kind](path, split)
+
+
+def load_calibration_holdout(spec: str, size: int, holdout: int, eval_spec: str | None = None
+                             ) -> tuple[LabeledImages, LabeledImages]:
+    """(calibration images, up to ``holdout`` more from the same source for accuracy control).  The first part
+    is exactly ``load_calibration(spec, size)`` (a smaller stratified draw is a subset of a larger one), so
+    holding images out changes no calibration."""
+    if size <= 0:
+        raise EdgeclipError(f"calibration size must be positive (got {size}); pass --calib-size 256 or similar")
+    ds = _calibration_source(spec, eval_spec)
+    first, both = ds.stratified_index(size), ds.stratified_index(size + holdout)
+    return ds.select(first), ds.select(np.setdiff1d(both, first))

@@ -194,14 +194,15 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
 
 def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
                scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
-               dynamic_batch: bool = True) -> dict:
+               dynamic_batch: bool = True, float_layers: tuple[str, ...] = ()) -> dict:
     """Write ``module`` as an ExecuTorch program at ``path``; returns facts for the manifest.
 
     ``quant``: "none" (fp32) or "int8" (PT2E XNNPACKQuantizer, ``scheme`` "dynamic" or "static";
     static needs ``calib``, an array of preprocessed inputs).  ``delegate``: "xnnpack" lowers
     every supported op to the XNNPACK backend, "portable" keeps the whole graph on ExecuTorch's
     portable CPU kernels (a reference, fp32 only).  The returned dict has the delegation counts
-    and the seconds each stage took.
+    and the seconds each stage took.  ``float_layers``: module paths (of the split-attention model) int8
+    leaves in float.
     """
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
 
@@ -237,7 +238,8 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
             from edgeclip.exporter.quantize.pt2e_xnnpack import quantize_pt2e_xnnpack
 
             t = time.perf_counter()
-            module, qinfo = quantize_pt2e_xnnpack(module, example, scheme or "dynamic", calib, dynamic_batch=dynamic_batch)
+            module, qinfo = quantize_pt2e_xnnpack(module, example, scheme or "dynamic", calib, dynamic_batch=dynamic_batch,
+                                                  float_layers=float_layers)
             seconds["quantize"] = round(time.perf_counter() - t, 2)
             seconds["quantize_stages"] = qinfo.pop("seconds")
             facts.update(qinfo)

@@ -30,6 +30,7 @@ class OrtDynamicConfig:
     reduce_range: bool = True        # 7-bit weights: no int16 saturation on pre-VNNI x86 (see above)
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
     preprocess: bool = True          # shape inference + graph optimisation before quantizing (ORT's advice)
+    exclude_nodes: tuple[str, ...] = ()   # node names kept float (accuracy control)
 
 
 def quantize_onnx_dynamic(fp32_path: Path, out_path: Path, config: OrtDynamicConfig = OrtDynamicConfig()) -> dict:
@@ -45,7 +46,8 @@ def quantize_onnx_dynamic(fp32_path: Path, out_path: Path, config: OrtDynamicCon
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             src = pre
         quantize_dynamic(str(src), str(out_path), op_types_to_quantize=list(config.op_types),
-                         per_channel=config.per_channel, reduce_range=config.reduce_range, weight_type=QuantType.QInt8)
+                         per_channel=config.per_channel, reduce_range=config.reduce_range, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=list(config.exclude_nodes))
     graph = onnx.load(str(out_path), load_external_data=False).graph
     ops: dict[str, int] = {}
     for node in graph.node:
@@ -54,4 +56,4 @@ def quantize_onnx_dynamic(fp32_path: Path, out_path: Path, config: OrtDynamicCon
     float_ops = {k: v for k, v in ops.items() if k in ("MatMul", "Gemm", "LayerNormalization", "Softmax", "Gelu", "Conv")}
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8",
             "per_channel": config.per_channel, "reduce_range": config.reduce_range, "op_types": list(config.op_types),
-            "int8_ops": int8_ops, "float_ops": float_ops}
+            "int8_ops": int8_ops, "float_ops": float_ops, "excluded_nodes": list(config.exclude_nodes)}

@@ -85,7 +85,8 @@ def _quantizer_without_bn_patterns():
 
 def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme: str,
                           calib: np.ndarray | None, *, dynamic_batch: bool = True,
-                          calib_batch: int = CALIB_BATCH) -> tuple[torch.fx.GraphModule, dict]:
+                          calib_batch: int = CALIB_BATCH,
+                          float_layers: tuple[str, ...] = ()) -> tuple[torch.fx.GraphModule, dict]:
     """Quantize ``module`` for XNNPACK; returns the converted (Q/DQ) GraphModule and facts for the manifest.
 
     ``example`` is one input batch (float images or int64 token ids).  ``calib`` ([N, ...], same
@@ -124,6 +125,11 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "dynamic")
     has_bn = any("batch_norm" in str(n.target) for n in captured.graph.nodes if n.op == "call_function")
     quantizer = (XNNPACKQuantizer() if has_bn else _quantizer_without_bn_patterns()).set_global(config)
+    if float_layers:   # accuracy control / --float-layer: nodes of these modules get no annotation
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_module_name_filter
+
+        in_float = [get_module_name_filter(name) for name in float_layers]
+        quantizer.set_filter_function(lambda n: not any(f(n) for f in in_float))
     t1 = time.perf_counter()
     prepared = prepare_pt2e(captured, quantizer)
     t_prepare = time.perf_counter() - t1
@@ -164,6 +170,7 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         "int8_activation_ops": act_ops,
         "qdq_ops": _q_dq_counts(converted),
         "float_ops": float_ops,
+        "float_layers": list(float_layers),
         "seconds": {"capture": round(t_export, 2), "prepare": round(t_prepare, 2),
                     "calibrate": round(t_calib, 2), "convert": round(t_convert, 2)},
     }

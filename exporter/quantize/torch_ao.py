@@ -101,13 +101,15 @@ def _op_census(module: nn.Module) -> dict:
 
 
 def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.ndarray | None = None,
-                      batch: int = 32, example: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+                      batch: int = 32, example: torch.Tensor | None = None,
+                      float_layers: tuple[str, ...] = ()) -> tuple[nn.Module, dict]:
     """int8 copy of ``module`` for ``engine``; ``calib`` (real images) is required for ``static``.  With an
     ``example`` input, Linears the forward never calls are found and kept float (see ``linears_not_called``)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
     model = split_attention(module)
-    skip = frozenset(linears_not_called(model, example))
+    unused = frozenset(linears_not_called(model, example))
+    skip = unused | frozenset(float_layers)
     with quantized_engine(engine), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if scheme == "dynamic":
@@ -132,6 +134,7 @@ def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.nda
     info.update({"method": f"torch.ao eager {scheme} ({engine})", "engine": engine, "weights": "int8",
                  "attention_split": "nn.MultiheadAttention -> q/k/v/out Linear", "float_ops": "LayerNorm, softmax, GELU, residual adds, patch-embedding conv",
                  **_op_census(qmodel)})
-    if skip:
-        info["float_linears"] = {"layers": sorted(skip), "why": "their owner uses .weight directly instead of calling them"}
+    if unused:
+        info["float_linears"] = {"layers": sorted(unused), "why": "their owner uses .weight directly instead of calling them"}
+    info["float_layers"] = list(float_layers)
     return qmodel.eval(), info

@@ -43,25 +43,31 @@ def fp16(subject, recipe, stage: Path) -> dict:
 
 
 def int8_dynamic(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 
     src, facts = _fp32_file(subject, recipe, stage, split=True)
-    info = quantize_onnx_dynamic(src, model_path(stage, "onnx"), OrtDynamicConfig())
+    config = OrtDynamicConfig(exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
+    info = quantize_onnx_dynamic(src, model_path(stage, "onnx"), config)
+    info["float_layers"] = list(recipe.float_layers)
     src.unlink()
     return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
 
 
 def int8_static(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 
     src, facts = _fp32_file(subject, recipe, stage, split=True)
-    config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(recipe.keep_float))
+    keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
+    config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(dict.fromkeys(keep)))
     ranked = []
     if recipe.sensitive_float:
         ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
-        config = replace(config, exclude_nodes=tuple(dict.fromkeys([*recipe.keep_float, *(n for n, _ in ranked)])))
+        config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
     info = quantize_onnx_static(src, model_path(stage, "onnx"), subject.calib_inputs, subject.input_name, config)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
+    info["float_layers"] = list(recipe.float_layers)
     src.unlink()
     return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, **facts}
 

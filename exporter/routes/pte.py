@@ -11,7 +11,8 @@ def produce(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.formats.executorch import export_pte
     backend = recipe.backend_for("pte")
     facts = export_pte(subject.module, subject.example, model_path(stage, "pte"), quant=recipe.quant, scheme=recipe.scheme,
-                       calib=subject.calib_inputs, delegate=backend)
+                       calib=subject.calib_inputs, delegate=backend,
+                       float_layers=tuple(recipe.float_layers))
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}

@@ -41,7 +41,8 @@ def int8(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.quantize.torch_ao import quantize_torch_ao, quantized_engine
 
     engine = recipe.backend_for("ptl")
-    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs, example=subject.example)
+    qmodel, info = quantize_torch_ao(subject.module, engine, recipe.scheme, subject.calib_inputs, example=subject.example,
+                                     float_layers=tuple(recipe.float_layers))
     with quantized_engine(engine):
         facts = export_ptl(qmodel, subject.example, model_path(stage, "ptl"))
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info, **facts}

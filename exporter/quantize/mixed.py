@@ -1,0 +1,143 @@
+"""Which layers int8 hurts most, measured before any file is built, and how each format keeps a layer float.
+
+Sensitivity is the error one layer alone adds when it is int8 and every other layer stays fp32: its input
+activations are fake-quantized the way the scheme will (static: one per-tensor range from calibration;
+dynamic: the range of each call) and its weights per output channel, and the relative mean squared change
+of the model's output is measured on calibration images.  The ranking is format-agnostic (module paths of
+the split-attention model every int8 route quantizes), so accuracy control and ``edgeclip inspect`` use
+one measurement for .pte, .ptl and .onnx.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attention import split_attention
+from .outliers import LINEARS
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    layer: str          # module path in the split-attention model
+    rel_error: float    # ||y_int8 - y|| ^ 2 / ||y|| ^ 2 with only this layer int8
+    act_range: float    # max |input| seen on calibration images
+    act_outlier_ratio: float   # max channel range / median channel range of the input
+
+
+def _fake_quant_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    q = 2 ** (bits - 1) - 1
+    scale = w.abs().amax(1, keepdim=True).clamp(min=1e-12) / q
+    return (w / scale).round().clamp(-q, q) * scale
+
+
+def _fake_quant_act(x: torch.Tensor, lo: float | None, hi: float | None, bits: int = 8) -> torch.Tensor:
+    if lo is None:   # dynamic: this call's range
+        lo, hi = float(x.min()), float(x.max())
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    levels = 2 ** bits - 1
+    scale = max(hi - lo, 1e-12) / levels
+    zero = round(-lo / scale)
+    return ((x / scale).round() + zero).clamp(0, levels).sub(zero).mul(scale)
+
+
+def simulated_bits(fmt: str, backend: str) -> tuple[int, int]:
+    """(weight bits, activation bits) a route really uses: onnxruntime dynamic int8 keeps 7-bit weights
+    (``reduce_range``, see onnxruntime_dynamic), torch.ao's fbgemm / x86 engines 7-bit activations."""
+    if fmt == "onnx":
+        return 7, 8
+    if fmt == "ptl" and backend in ("fbgemm", "x86"):
+        return 8, 7
+    return 8, 8
+
+
+def quantizable_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """The Linears every int8 route quantizes, by their path in the split-attention model."""
+    return {n: m for n, m in module.named_modules() if type(m) in LINEARS}
+
+
+class FakeInt8:
+    """The split-attention model with any set of its Linears fake-quantized as the scheme will quantize them:
+    a cheap stand-in for a real int8 file, used to rank layers and to predict how many must stay float (the
+    real file then confirms; see accuracy_control)."""
+
+    def __init__(self, module: nn.Module, calib: np.ndarray, scheme: str, images: int = 64, batch: int = 64,
+                 bits: tuple[int, int] = (8, 8)):
+        self.model, self.scheme, self.batch = split_attention(module), scheme, batch
+        self.weight_bits, self.act_bits = bits
+        self.calib = np.ascontiguousarray(calib[:images])
+        self.layers = quantizable_layers(self.model)
+        self.stats: dict[str, tuple[float, float, torch.Tensor]] = {}
+
+        def observe(name):
+            def hook(mod, args):
+                a = args[0].detach()
+                ch = a.abs().reshape(-1, a.shape[-1]).amax(0)
+                lo, hi, c = self.stats.get(name, (np.inf, -np.inf, None))
+                self.stats[name] = (min(lo, float(a.min())), max(hi, float(a.max())),
+                                    ch if c is None else torch.maximum(c, ch))
+            return hook
+
+        handles = [m.register_forward_pre_hook(observe(n)) for n, m in self.layers.items()]
+        try:
+            self.reference = self.outputs((), self.calib)
+        finally:
+            for h in handles:
+                h.remove()
+        # never called (see torch_ao.linears_not_called): no route quantizes them
+        self.names = [n for n in self.layers if n in self.stats]
+
+    def outputs(self, int8_layers, inputs: np.ndarray) -> torch.Tensor:
+        """Model outputs ``[N, -1]`` with ``int8_layers`` fake-quantized and every other layer fp32."""
+        saved, handles = {}, []
+        for name in int8_layers:
+            layer = self.layers[name]
+            saved[name] = layer.weight.data
+            layer.weight.data = _fake_quant_weight(saved[name], self.weight_bits)
+            lo, hi, _ = self.stats[name]
+            act = (None, None) if self.scheme == "dynamic" else (lo, hi)
+            handles.append(layer.register_forward_pre_hook(
+                lambda mod, args, act=act: (_fake_quant_act(args[0], *act, bits=self.act_bits), *args[1:])))
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        try:
+            with torch.no_grad():
+                return torch.cat([self.model(x[i:i + self.batch]).float().reshape(len(x[i:i + self.batch]), -1)
+                                  for i in range(0, len(x), self.batch)])
+        finally:
+            for h in handles:
+                h.remove()
+            for name, w in saved.items():
+                self.layers[name].weight.data = w
+
+    def sensitivity(self) -> list[Sensitivity]:
+        """Every quantizable layer's int8 error alone on the calibration images, worst first."""
+        denom = float(self.reference.pow(2).sum()) or 1e-12
+        out = []
+        for name in self.names:
+            err = float((self.outputs((name,), self.calib) - self.reference).pow(2).sum()) / denom
+            lo, hi, ch = self.stats[name]
+            out.append(Sensitivity(name, err, max(abs(lo), abs(hi)), float(ch.max()) / (float(ch.median()) or 1e-12)))
+        return sorted(out, key=lambda s: -s.rel_error)
+
+
+def layer_sensitivity(module: nn.Module, calib: np.ndarray, scheme: str, images: int = 64) -> list[Sensitivity]:
+    """Every quantizable layer's int8 error alone, worst first (``module``: the model as the routes receive it)."""
+    return FakeInt8(module, calib, scheme, images).sensitivity()
+
+
+def onnx_nodes_of(onnx_path, layers: list[str] | tuple[str, ...]) -> list[str]:
+    """Names of the ONNX nodes that compute the given module paths (the exporter's ``name_scopes`` metadata)."""
+    import onnx
+
+    wanted = set(layers)
+    names = []
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes and node.op_type in ("MatMul", "Gemm") and wanted & set(ast.literal_eval(scopes)):
+            names.append(node.name)
+    return names
+
