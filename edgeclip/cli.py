@@ -453,6 +453,40 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
 
 @main.command()
 @verbose_option
+@click.option("--model", "-m", default="edgeclip-fmnist", show_default=True, help="Model spec, as for export.")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file.")
+@click.option("--data", default="fashion-mnist", show_default=True, help="Labelled set (class names; its train split calibrates).")
+@click.option("--calib-data", default=None, help="Calibration images [the --data train split].")
+@click.option("--calib-size", type=int, default=128, show_default=True, help="Calibration images measured on.")
+@click.option("--scheme", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+              help="How activations will be quantized (static: calibrated ranges; dynamic: per call).")
+@click.option("--top", type=click.IntRange(min=1), default=12, show_default=True, help="Layers to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+def inspect(model, pretrained, data, calib_data, calib_size, scheme, top, as_json):
+    """Which layers int8 will hurt, before exporting: activation ranges, outlier channels, predicted int8 error."""
+    from edgeclip.inspect_int8 import inspect_int8
+
+    rep = inspect_int8(model, pretrained=pretrained, data=data, calib_data=calib_data, calib_size=calib_size,
+                       scheme=scheme, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+        return
+    click.echo(_table(rep["layers"][:top], [("layer", "layer", "{}"), ("input_abs_max", "input |max|", "{:.2f}"),
+                                            ("input_outlier_ratio", "outlier ratio", "{:.1f}"),
+                                            ("int8_rel_error", "int8 error alone", "{:.2e}"),
+                                            ("int8_rel_error_smoothquant", "with SmoothQuant", "{:.2e}")]))
+    hostile = [n for n in rep["norms"] if n["outlier_channels"]]
+    if hostile:
+        click.echo("")
+        click.echo(_table(hostile, [("norm", "LayerNorm", "{}"), ("range_ratio", "max/median range", "{:.1f}"),
+                                    ("outlier_channels", "outlier channels", "{}")]))
+    click.echo(f"\n{rep['scheme']} int8, {rep['calibration']}; error = {rep['metric']}.")
+    for a in rep["advice"]:
+        click.echo(f"- {a}")
+
+
+@main.command()
+@verbose_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def formats(as_json):
     """Which (format, quant, scheme, backend) combinations exist and what produces each."""

@@ -118,7 +118,7 @@ def test_max_drop_meets_its_bar_on_outliers_where_full_int8_misses(fmnist_spec, 
 
     data = load_dataset(fmnist_spec, "test", 2)
     prep = prepare("edgeclip-fmnist", data=data)
-    n_layers = 4 * 6    # q, k, v, out, fc1, fc2 per block
+    n_layers = 4 * 6 + 1    # q, k, v, out, fc1, fc2 per block + the class head
     inject_outliers(prep.module, data.tensors(prep.preprocess), scale=50.0)
     a = edgeclip.export(prep.module, preprocess=prep.preprocess, labels=prep.classes, data=fmnist_spec, quant="int8",
                         formats=("ptl",), backend="fbgemm", smoothquant=0, max_drop=0.5, verify_size=1000,
