@@ -188,6 +188,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
                    "PT points of fp32 (accuracy control; the manifest lists them) [off].")
 @click.option("--float-layer", "float_layers", multiple=True, metavar="MODULE",
               help="int8: keep this module path float in every format (see the manifest's sensitivity list); repeatable.")
+@click.option("--group-size", type=int, default=None, help="int4: weights per scale, 16/32/64/128/256 [32].")
 @click.option("--smoothquant", type=float, default=None, metavar="ALPHA",
               help="int8: move outlier activation ranges into the next Linear's weights (SmoothQuant, exact in fp32; "
                    "uses calibration images) with strength ALPHA; 0 turns it off [0.5].")
@@ -201,7 +202,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
 @compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
-           calib_method, keep_float, sensitive_float, max_drop, float_layers, smoothquant, optimize, verify_size,
+           calib_method, keep_float, sensitive_float, max_drop, float_layers, group_size, smoothquant, optimize, verify_size,
            min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
     """Export a model to verified deployable artifacts (written atomically with manifest.json).
 
@@ -219,7 +220,8 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize,
-             "smoothquant": smoothquant, "max_drop": max_drop, "float_layers": list(float_layers) or None}
+             "smoothquant": smoothquant, "max_drop": max_drop, "float_layers": list(float_layers) or None,
+             "group_size": group_size}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
     recipe.validated()  # refuse impossible combinations before loading anything
 

@@ -75,7 +75,8 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
     if recipe.name:
         return recipe.name if len(recipe.formats) == 1 else f"{recipe.name}-{fmt}"
     model = slug(Path(str(subject.source.get("model", "model"))).name)
-    quant = "fp32" if recipe.quant == "none" else f"{recipe.quant}-{recipe.scheme}" if recipe.quant == "int8" else recipe.quant
+    quant = ("fp32" if recipe.quant == "none" else f"int8-{recipe.scheme}" if recipe.quant == "int8"
+             else f"int4-g{recipe.group_size}" if recipe.quant == "int4" else recipe.quant)
     backend = recipe.backend_for(fmt)
     suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend == "portable" else ""
     if recipe.compress is not None:

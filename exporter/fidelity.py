@@ -49,6 +49,7 @@ THRESHOLDS = {
     "fp16": Threshold(min_cosine=0.999, min_top1_agreement=0.98),
     "bf16": Threshold(min_cosine=0.995, min_top1_agreement=0.95),
     "int8": Threshold(min_cosine=0.98, min_top1_agreement=0.93),
+    "int4": Threshold(min_cosine=0.97, min_top1_agreement=0.90),
 }
 
 

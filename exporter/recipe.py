@@ -69,6 +69,7 @@ class ExportRecipe:
     max_drop: float | None = None         # int8: keep the most sensitive layers float until top-1 on held-out calibration
                                           # images is within this many points of fp32 (accuracy control)
     float_layers: tuple[str, ...] = ()    # int8: module paths kept float in every format (e.g. from edgeclip inspect)
+    group_size: int = 32                  # int4: weights per scale
     smoothquant: float | None = 0.5       # int8: SmoothQuant migration strength alpha (0 or None: off); needs calibration images
     target: str | None = None            # cpu | mobile | cuda; default: cuda for fp16/bf16, else cpu
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
@@ -101,8 +102,14 @@ class ExportRecipe:
         if r.quant in HALF and r.target != "cuda":
             raise EdgeclipError(f"--quant {r.quant} builds CUDA artifacts and saves nothing on a {r.target} target (no fast "
                                 f"{r.quant} kernels there); use --target cuda, or --quant int8 for {r.target}")
-        if r.quant == "int8" and r.target == "cuda":
-            raise EdgeclipError("--quant int8 artifacts run on CPU kernels (onnxruntime / qnnpack / fbgemm / XNNPACK), not CUDA; "
+        if r.quant == "int4":
+            from .quantize.onnxruntime_int4 import GROUP_SIZES
+
+            if r.group_size not in GROUP_SIZES:
+                raise EdgeclipError(f"--group-size {r.group_size} is not available; int4 groups are "
+                                    f"{', '.join(map(str, GROUP_SIZES))} weights (32 is the usual choice)")
+        if r.quant in ("int8", "int4") and r.target == "cuda":
+            raise EdgeclipError(f"--quant {r.quant} artifacts run on CPU kernels (onnxruntime / qnnpack / fbgemm / XNNPACK), not CUDA; "
                                 "use --quant fp16 or bf16 with --target cuda, or --target cpu for int8")
         if r.quant in ("none", "fp16", "bf16"):
             if r.scheme is not None:
@@ -128,8 +135,8 @@ class ExportRecipe:
                 raise EdgeclipError(f"--max-drop measures top-1 on labelled images, so it needs --task classifier (got "
                                     f"{r.task}); export the classifier, or drop --max-drop")
         r.float_layers = tuple(r.float_layers)
-        if r.float_layers and r.quant != "int8":
-            raise EdgeclipError("--float-layers applies to --quant int8 only; drop it for float exports")
+        if r.float_layers and r.quant not in ("int8", "int4"):
+            raise EdgeclipError("--float-layer applies to --quant int8 / int4 only; drop it for float exports")
         if r.calib_data is not None and not r.needs_calibration and not (r.compress and r.compress.needs_calibration):
             raise EdgeclipError("--calib-data is only used by --quant int8 (static ranges, SmoothQuant) and data-aware "
                                 "compression; drop it for float exports")

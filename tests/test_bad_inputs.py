@@ -177,6 +177,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("calib-data-for-fp32", lambda c: _export(c, "--calib-data", c.calib), "--calib-data is only used by --quant int8", 2),
     ("calib-data-without-smoothquant", lambda c: _export(c, "--quant", "int8", "--smoothquant", "0", "--calib-data", c.calib),
      "--calib-data is only used by --quant int8", 2),
+    ("int4-group-7", lambda c: _export(c, "--quant", "int4", "--group-size", "7"), "--group-size 7 is not available", 2),
+    ("max-drop-negative", lambda c: _export(c, "--quant", "int8", "--max-drop", "-1"), "--max-drop is top-1 points", 2),
     ("smoothquant-alpha-1", lambda c: _export(c, "--quant", "int8", "--smoothquant", "1"),
      "--smoothquant must be at least 0 and below 1", 2),
     ("static-onnx-text-encoder", lambda c: _export(c, "--task", "text-encoder", "--quant", "int8", "--scheme", "static"),
@@ -191,7 +193,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("sensitive-float-negative", lambda c: _export(c, "--sensitive-float", "-1"), "--sensitive-float must be between 0 and 1000", 2),
     ("threads-zero", lambda c: ["bench", "--threads", "0", "--out", c.out], "--threads '0': use a positive count or a comma list", 2),
     ("threads-garbage", lambda c: ["bench", "--threads", "1,many", "--out", c.out], "--threads '1,many'", 2),
-    ("unknown-quant", lambda c: _export(c, "--quant", "int4"), "Invalid value for '--quant': 'int4' is not one of", 2),
+    ("unknown-quant", lambda c: _export(c, "--quant", "int2"), "Invalid value for '--quant': 'int2' is not one of", 2),
     # calibration sets
     ("calib-is-eval-folder", lambda c: _export(c, "--quant", "int8", "--scheme", "static", "--calib-data", c.images),
      "is the evaluation folder; calibrate on a train folder", 2),

@@ -79,7 +79,7 @@ def route_of(manifest: dict) -> Route | None:
     r = manifest.get("recipe") or {}
     q = manifest.get("quantization") or {}
     fmt, quant = manifest.get("format"), r.get("quant") or "none"
-    scheme = r.get("scheme") if quant == "int8" else None
+    scheme = r.get("scheme") if quant in ("int8", "int4") else None
     backend = q.get("backend") or q.get("engine") or r.get("backend")
     if backend is None or find(fmt, quant, scheme, backend) is None:   # the format's default backend
         backend = next((x.backend for x in _ROUTES.values() if x.format == fmt and x.quant == quant), backend)

@@ -78,6 +78,21 @@ register(Route("onnx", "int8", "dynamic", "onnxruntime",
                int8_dynamic, level="file"))
 register(Route("onnx", "int8", "static", "onnxruntime",
                "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float", int8_static, level="file"))
+def int4(subject, recipe, stage: Path) -> dict:
+    from edgeclip.exporter.quantize.mixed import onnx_nodes_of
+    from edgeclip.exporter.quantize.onnxruntime_int4 import quantize_onnx_int4
+
+    src, facts = _fp32_file(subject, recipe, stage, split=True)
+    info = quantize_onnx_int4(src, model_path(stage, "onnx"), recipe.group_size,
+                              exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
+    info["float_layers"] = list(recipe.float_layers)
+    src.unlink()
+    return {"dtype": "int4", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
+
+
+register(Route("onnx", "int4", "dynamic", "onnxruntime",
+               "onnxruntime MatMulNBits: int4 weights per group (--group-size), int8 activations at run time", int4,
+               level="file"))
 register(Route("onnx", "fp16", None, "onnxruntime", "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), "
                "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", fp16, level="file"))
 

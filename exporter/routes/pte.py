@@ -26,5 +26,7 @@ register(Route("pte", "int8", "dynamic", "xnnpack", "PT2E XNNPACKQuantizer, dyna
 register(Route("pte", "int8", "static", "xnnpack", "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated", produce,
                mobile=True))
 
+refuse("int4 .pte (torchao 8da4w lowered to XNNPACK) is not built by edgeclip yet; int4 weights are in .onnx "
+       "(MatMulNBits)", format="pte", quant="int4")
 refuse("{quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; .pte targets CPU/mobile "
        "delegates (XNNPACK)", format="pte", quant=("fp16", "bf16"))

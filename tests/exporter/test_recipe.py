@@ -24,7 +24,7 @@ def test_defaults_resolve():
     ({"quant": "fp16", "formats": ("ptl",), "backend": "qnnpack"}, "fp16 .ptl runs on CUDA, so its backend is cuda"),
     ({"quant": "none", "scheme": "static"}, "only applies to --quant int8"),
     ({"formats": ("tflite",)}, "unknown format 'tflite'"),
-    ({"quant": "int4"}, "unknown --quant 'int4'"),
+    ({"quant": "int2"}, "unknown --quant 'int2'"),
     ({"verify_size": 0}, "--verify-size must be between"),
     ({"min_agreement": 1.5}, "--min-agreement must be between 0 and 1"),
 ])
