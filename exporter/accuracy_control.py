@@ -46,25 +46,31 @@ def smallest_passing(n: int, passes: Callable[[int], bool]) -> int:
     return hi
 
 
-def control(ranked: list[str], max_drop: float, build: Callable[[tuple[str, ...]], tuple[dict, float]],
-            name: str, predict: Callable[[], int] | None = None) -> tuple[tuple[str, ...], Attempt, list[Attempt]]:
-    """The fewest of ``ranked`` (worst first) kept float so that the real file ``build(layers) -> (facts, loss)``
-    is within ``max_drop``; ``predict()`` proposes the first count to try after a full-int8 miss.  The file of
-    the returned attempt is the last one built.  Raises FidelityError if even every layer in float misses."""
+def control(rank: Callable[[], list[str]], max_drop: float, build: Callable[[tuple[str, ...]], tuple[dict, float]],
+            name: str, predict: Callable[[list[str]], int] | None = None
+            ) -> tuple[tuple[str, ...], Attempt, list[Attempt]]:
+    """The fewest of the layers ``rank()`` returns (worst first; only measured when full int8 misses) kept float so
+    that the real file ``build(layers) -> (facts, loss)`` is within ``max_drop``; ``predict(ranked)`` proposes the
+    first count to try.  The file of the returned attempt is the last one built.  Raises FidelityError if even
+    every layer in float misses."""
     tried: list[Attempt] = []
+    ranked: list[str] = []
 
     def attempt(k: int) -> Attempt:
         facts, loss = build(tuple(ranked[:k]))
         tried.append(Attempt(k, loss, facts))
         return tried[-1]
 
-    if attempt(0).loss <= max_drop or not ranked:
+    if attempt(0).loss <= max_drop:
+        return (), tried[-1], tried
+    ranked = rank()
+    if not ranked:
         if tried[-1].loss > max_drop:
             raise FidelityError(f"{name} not written: int8 loses {tried[-1].loss:.2f} pt top-1 on held-out calibration "
                                 f"images and no layer can stay float (bar {max_drop} pt); use --quant none")
         return (), tried[-1], tried
     n = len(ranked)
-    lo, k = 0, max(1, min(predict() if predict else 1, n))
+    lo, k = 0, max(1, min(predict(ranked) if predict else 1, n))
     while attempt(k).loss > max_drop:      # the prediction was optimistic: grow by half until a file passes
         if k == n:
             raise FidelityError(f"{name} not written: int8 loses {tried[-1].loss:.2f} pt top-1 on held-out calibration "

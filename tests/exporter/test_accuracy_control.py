@@ -23,15 +23,17 @@ def test_control_builds_few_files_and_keeps_the_fewest_layers():
         built.append(len(layers))
         return {"k": len(layers)}, 0.0 if len(layers) >= 6 else 2.0
 
-    layers, best, tried = control(ranked, 0.5, build, "x", predict=lambda: 4)
+    layers, best, tried = control(lambda: ranked, 0.5, build, "x", predict=lambda r: 4)
     # predicted 4 missed: grown by half to 6 (passes), 5 tried (misses), the passing file rebuilt last
     assert layers == tuple(ranked[:6]) and best.facts == {"k": 6} and built == [0, 4, 6, 5, 6]
     built.clear()
-    layers, _, _ = control(ranked, 0.5, build, "x", predict=lambda: 12)     # an over-cautious guess is bisected down
+    layers, _, _ = control(lambda: ranked, 0.5, build, "x", predict=lambda r: 12)     # an over-cautious guess is bisected down
     assert layers == tuple(ranked[:6]) and built == [0, 12, 6, 3, 4, 5, 6]
-    assert control(ranked, 3.0, build, "x")[0] == ()                                        # full int8 already passes
+    def no_rank():
+        raise AssertionError("ranked although full int8 passed")
+    assert control(no_rank, 3.0, build, "x")[0] == ()                # full int8 passes: nothing measured
     with pytest.raises(FidelityError, match="even with all 20 layers float"):
-        control(ranked, 0.5, lambda layers: ({}, 1.0), "x", predict=lambda: 1)
+        control(lambda: ranked, 0.5, lambda layers: ({}, 1.0), "x", predict=lambda r: 1)
 
 
 def test_smallest_passing_and_loss_counts_only_losses():
