@@ -13,12 +13,21 @@ gains are not netted against losses, so 500 images' noise does not let a worse f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from edgeclip.errors import FidelityError
+from edgeclip.errors import EdgeclipError, FidelityError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .export import ExportSubject
+    from .recipe import ExportRecipe
+
+PREDICT_IMAGES = 200   # held-out images the fake-quant prediction runs on (the real files use all of them)
 
 
 @dataclass
@@ -87,3 +96,64 @@ def control(rank: Callable[[], list[str]], max_drop: float, build: Callable[[tup
     if tried[-1] is not best:              # leave the passing file in place
         best = attempt(k)
     return tuple(ranked[:k]), best, tried
+
+
+def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", recipe: "ExportRecipe", fmt: str, name: str,
+                        produce: Callable[..., dict], session_of: Callable[[dict], object]) -> tuple[dict, "ExportRecipe"]:
+    """Build the int8 file (``produce(recipe=...) -> facts``, into the staging folder) with the fewest sensitive
+    layers float that keeps top-1 on ``produced``'s held-out calibration images within ``recipe.max_drop`` of
+    ``fp32``; ``session_of(facts)`` loads the staged file with its runtime.  Returns the file's facts (with an
+    ``accuracy_control`` record) and the recipe with those layers in ``float_layers``, so the manifest's recipe
+    rebuilds this file."""
+    from edgeclip.runtimes.base import run_batched
+    from edgeclip.runtimes.torch_eager import TorchEagerSession
+
+    from .quantize.mixed import FakeInt8, simulated_bits
+
+    if produced.holdout_inputs is None or produced.calib_inputs is None:
+        raise EdgeclipError("--max-drop needs labelled calibration images (a train split or --calib-data) to measure on")
+    held, labels = produced.holdout_inputs, produced.holdout_labels
+    ref = run_batched(TorchEagerSession(fp32), held)
+    t0 = time.perf_counter()
+    fake: FakeInt8 | None = None
+    sens: list = []
+    predicted: dict[int, float] = {}
+    last: dict[str, np.ndarray] = {}
+
+    def rank() -> list[str]:
+        nonlocal fake
+        fake = FakeInt8(produced.module, produced.calib_inputs, recipe.scheme, bits=simulated_bits(fmt, recipe.backend_for(fmt)))
+        sens.extend(fake.sensitivity())
+        return [s.layer for s in sens if s.layer not in recipe.float_layers]
+
+    def predict(ranked: list[str]) -> int:
+        def passes(k: int) -> bool:
+            n = PREDICT_IMAGES
+            predicted[k] = top1_lost(ref[:n], fake.outputs(ranked[k:], held[:n]).numpy(), labels[:n])
+            return predicted[k] <= recipe.max_drop
+        return smallest_passing(len(ranked), passes)
+
+    def build(layers: tuple[str, ...]) -> tuple[dict, float]:
+        facts = produce(recipe=replace(recipe, float_layers=(*recipe.float_layers, *layers)))
+        last["outputs"] = run_batched(session_of(facts), held)
+        return facts, top1_lost(ref, last["outputs"], labels)
+
+    layers, best, tried = control(rank, recipe.max_drop, build, name, predict)
+    by_layer = {s.layer: s for s in sens}
+
+    def top1(y: np.ndarray) -> float:
+        return round(100.0 * float((y.argmax(-1) == labels).mean()), 2)
+
+    record = {
+        "max_drop_pt": recipe.max_drop, "measured_on": produced.holdout_desc,
+        "loss_counted": "held-out images fp32 gets right and int8 gets wrong (gains not netted)",
+        "fp32_top1": top1(ref), "int8_top1": top1(last["outputs"]), "lost_pt": round(best.loss, 2),
+        "float_layers": [{"layer": n, "rel_error_alone": round(by_layer[n].rel_error, 6),
+                          "why": "most sensitive int8 layers first, until the loss met the bar"} for n in layers],
+        "quantized_layers": len(sens) - len(layers) - len(recipe.float_layers) if sens else "all (full int8 met the bar)",
+        "predicted_lost_pt": {str(k): round(v, 2) for k, v in sorted(predicted.items())},
+        "built": [{"float_layers": a.float_layers, "lost_pt": round(a.loss, 2)} for a in tried],
+        "sensitivity": [{"layer": s.layer, "rel_error_alone": round(s.rel_error, 6),
+                         "input_outlier_ratio": round(s.act_outlier_ratio, 1)} for s in sens[:10]],
+        "seconds": round(time.perf_counter() - t0, 2)}
+    return {**best.facts, "accuracy_control": record}, replace(recipe, float_layers=(*recipe.float_layers, *layers))

@@ -21,6 +21,7 @@ from edgeclip.manifest import (MODEL_FILES, Artifact, FileEntry, Manifest, Tenso
 from edgeclip.runtimes.base import run_batched
 from edgeclip.runtimes.torch_eager import TorchEagerSession
 
+from .accuracy_control import accuracy_controlled
 from .atomic import staged_dir
 from .fidelity import THRESHOLDS, Threshold, compare
 from .formats.onnx import OPSET
@@ -119,69 +120,8 @@ def _staged_session(stage: Path, fmt: str, quant_info: dict, target: str):
     return load_session(staged, threads=torch.get_num_threads(), check=False)
 
 
-PREDICT_IMAGES = 200
-
-
-def _accuracy_controlled(produced: ExportSubject, subject: ExportSubject, recipe: ExportRecipe, fmt: str, stage: Path,
-                         name: str) -> tuple[dict, ExportRecipe]:
-    """Build the int8 file with the fewest sensitive layers float that keeps top-1 on the held-out calibration
-    images within ``recipe.max_drop`` of the fp32 model (see accuracy_control); returns its facts and the recipe
-    with those layers in ``float_layers``, so the manifest's recipe rebuilds this file."""
-    from .accuracy_control import control, smallest_passing, top1_lost
-    from .quantize.mixed import FakeInt8, simulated_bits
-
-    if produced.holdout_inputs is None or produced.calib_inputs is None:
-        from edgeclip.errors import EdgeclipError
-
-        raise EdgeclipError("--max-drop needs labelled calibration images (a train split or --calib-data) to measure on")
-    held, labels = produced.holdout_inputs, produced.holdout_labels
-    ref = run_batched(TorchEagerSession(subject.module), held)
-    t0 = time.perf_counter()
-    sens: list = []
-    fake: list = []
-    predicted: dict[int, float] = {}
-    last: dict[str, np.ndarray] = {}
-
-    def rank() -> list[str]:   # measured only when the full-int8 file misses the bar
-        fake.append(FakeInt8(produced.module, produced.calib_inputs, recipe.scheme,
-                             bits=simulated_bits(fmt, recipe.backend_for(fmt))))
-        sens.extend(fake[0].sensitivity())
-        return [s.layer for s in sens if s.layer not in recipe.float_layers]
-
-    def predict(ranked: list[str]) -> int:   # on part of the held-out images: a proposal the real file confirms
-        def passes(k: int) -> bool:
-            n = PREDICT_IMAGES
-            predicted[k] = top1_lost(ref[:n], fake[0].outputs(ranked[k:], held[:n]).numpy(), labels[:n])
-            return predicted[k] <= recipe.max_drop
-        return smallest_passing(len(ranked), passes)
-
-    def build(layers: tuple[str, ...]) -> tuple[dict, float]:
-        r = replace(recipe, float_layers=(*recipe.float_layers, *layers))
-        facts = PRODUCERS[fmt](produced, r, stage)
-        last["outputs"] = run_batched(_staged_session(stage, fmt, facts, recipe.target), held)
-        return facts, top1_lost(ref, last["outputs"], labels)
-
-    layers, best, tried = control(rank, recipe.max_drop, build, name, predict)
-    by_layer = {s.layer: s for s in sens}
-    top1 = lambda y: round(100.0 * float((y.argmax(-1) == labels).mean()), 2)  # noqa: E731
-    facts = {**best.facts, "accuracy_control": {
-        "max_drop_pt": recipe.max_drop, "measured_on": produced.holdout_desc,
-        "loss_counted": "held-out images fp32 gets right and int8 gets wrong (gains not netted)",
-        "fp32_top1": top1(ref), "int8_top1": top1(last["outputs"]), "lost_pt": round(best.loss, 2),
-        "float_layers": [{"layer": n, "rel_error_alone": round(by_layer[n].rel_error, 6),
-                          "why": "most sensitive int8 layers first, until the loss met the bar"} for n in layers],
-        "quantized_layers": len(sens) - len(layers) - len(recipe.float_layers) if sens else "all (full int8 met the bar)",
-        "predicted_lost_pt": {str(k): round(v, 2) for k, v in sorted(predicted.items())},
-        "built": [{"float_layers": a.float_layers, "lost_pt": round(a.loss, 2)} for a in tried],
-        "sensitivity": [{"layer": s.layer, "rel_error_alone": round(s.rel_error, 6),
-                         "input_outlier_ratio": round(s.act_outlier_ratio, 1)} for s in sens[:10]],
-        "seconds": round(time.perf_counter() - t0, 2)}}
-    return facts, replace(recipe, float_layers=(*recipe.float_layers, *layers))
-
-
 def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_dir: Path) -> Artifact:
     """Produce, verify and atomically publish ``out_dir/<name>/``; raises FidelityError if it misses its bar."""
-
     name = artifact_name(subject, recipe, fmt)
     final = Path(out_dir) / name
     t0 = time.perf_counter()
@@ -192,7 +132,9 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             module, emb_info = int8_model(subject, recipe)
             produced = replace(subject, module=module)
         if recipe.quant == "int8" and recipe.max_drop is not None:
-            quant_info, recipe = _accuracy_controlled(produced, subject, recipe, fmt, stage, name)
+            produce = partial(PRODUCERS[fmt], produced, stage=stage)
+            quant_info, recipe = accuracy_controlled(produced, subject.module, recipe, fmt, name, produce,
+                                                     partial(_staged_session, stage, fmt, target=recipe.target))
         else:
             quant_info = PRODUCERS[fmt](produced, recipe, stage)
         quant_info = {**quant_info, **emb_info}
