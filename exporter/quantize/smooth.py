@@ -57,4 +57,19 @@ def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: f
                            "range_ratio_after": round(float(after.max() / max(np.median(after), 1e-12)), 1)})
     facts = {"method": "SmoothQuant migration (LayerNorm -> Linear), exact in fp32", "alpha": alpha,
              "norms": len(layers), "calibration_images": int(len(calib)), "layers": layers}
+    change = _relative_change(module, model, calib[:8])
+    if change > EXACT_TOLERANCE:   # a norm's output is also used outside the Linears seen: migrating changes the model
+        return SmoothResult(module, {"skipped": f"migration would change this model's fp32 output (relative change "
+                                                f"{change:.1e}): a LayerNorm output is used outside its Linears"})
+    facts["fp32_relative_change"] = float(f"{change:.1e}")
     return SmoothResult(model, facts)
+
+
+EXACT_TOLERANCE = 1e-4
+
+
+def _relative_change(a: nn.Module, b: nn.Module, inputs: np.ndarray) -> float:
+    x = torch.from_numpy(np.ascontiguousarray(inputs))
+    with torch.no_grad():
+        ya, yb = a(x).float(), b(x).float()
+    return float((ya - yb).norm() / ya.norm().clamp(min=1e-12))

@@ -71,6 +71,28 @@ def test_cross_attention_inputs_are_not_fed_norms():
     assert norm_feeds(Cross(), torch.randn(2, 3, 8)) == []
 
 
+def test_smoothing_is_skipped_where_a_norm_output_is_used_elsewhere():
+    """A post-norm style block returns its LayerNorm output as well as feeding a Linear: migrating would change the
+    returned features, so the model is left as it is and the manifest says why."""
+    class PostNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = torch.nn.LayerNorm(8)
+            self.fc = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.ln(x)
+            return h + self.fc(h)
+
+    torch.manual_seed(0)
+    m = PostNorm().eval()
+    with torch.no_grad():
+        m.ln.weight[0] = 40.0
+    x = torch.randn(16, 4, 8)
+    res = smooth(m, x.numpy(), x[:2])
+    assert res.module is m and "would change this model's fp32 output" in res.facts["skipped"]
+
+
 def test_outlier_channels_and_bad_alpha():
     r = np.ones(16)
     r[3] = 40.0
