@@ -4,7 +4,11 @@ norm's affine weight and bias absorb ``1/s``); to an int8 quantizer the activati
 the weights take the difficulty, which their per-channel scales absorb.
 
 ``s_j = max|X_j|^alpha / max|W_:,j|^(1-alpha)`` over calibration images; ``alpha`` 0.5 is the paper's
-default for transformers.  A model-level rewrite, so every int8 route (.pte, .ptl, .onnx; static and
+default for transformers.  Only norms whose outputs carry outlier channels (largest channel range over
+``MIN_RANGE_RATIO`` x the median one) are migrated.  On tame activations migration buys nothing and moves
+range into the weights: on the tame fixture the differences were noise-level (static .pte agreement, x86, 10k
+images: 99.53 -> 99.64 %; aarch64, 200 images: 99.0 -> 98.5 %, which failed the CI's ARM check), so such norms
+are left alone and a tame model's file is the one the plain quantizer writes.  A model-level rewrite, so every int8 route (.pte, .ptl, .onnx; static and
 dynamic) gets it from the module it is handed.
 """
 
@@ -20,6 +24,7 @@ from torch import nn
 from .outliers import _consumer_weights, channel_ranges, norm_feeds, outlier_channels
 
 DEFAULT_ALPHA = 0.5
+MIN_RANGE_RATIO = 8.0    # the trained fixtures measure 1.6-2.1; the outlier-injected ones and pretrained ViTs 20-100
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,8 @@ class SmoothResult:
     facts: dict
 
 
-def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: float = DEFAULT_ALPHA) -> SmoothResult:
+def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: float = DEFAULT_ALPHA,
+           min_ratio: float = MIN_RANGE_RATIO) -> SmoothResult:
     """A smoothed copy of ``module`` (the original is untouched) and what was migrated, for the manifest."""
     if not (0.0 < alpha < 1.0):
         from edgeclip.errors import EdgeclipError
@@ -38,9 +44,13 @@ def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: f
     feeds = norm_feeds(model, example)
     ranges = channel_ranges(model, feeds, calib)
     mods = dict(model.named_modules())
-    layers = []
+    layers, tame = [], []
     with torch.no_grad():
         for f in feeds:
+            ratio = float(ranges[f.norm].max() / max(np.median(ranges[f.norm]), 1e-12))
+            if ratio <= min_ratio:
+                tame.append(round(ratio, 1))
+                continue
             x_max = torch.from_numpy(ranges[f.norm]).clamp(min=1e-5)
             ws = [w for c in f.consumers for w in _consumer_weights(mods[c])]
             w_max = torch.stack([w.abs().amax(0) for w in ws]).amax(0).float().clamp(min=1e-5)
@@ -56,7 +66,11 @@ def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: f
                            "range_ratio_before": round(float(ranges[f.norm].max() / max(np.median(ranges[f.norm]), 1e-12)), 1),
                            "range_ratio_after": round(float(after.max() / max(np.median(after), 1e-12)), 1)})
     facts = {"method": "SmoothQuant migration (LayerNorm -> Linear), exact in fp32", "alpha": alpha,
-             "norms": len(layers), "calibration_images": int(len(calib)), "layers": layers}
+             "norms": len(layers), "calibration_images": int(len(calib)), "layers": layers,
+             "left_alone": {"norms": len(tame), "why": f"no outlier channels (range ratio <= {min_ratio:g})",
+                            "range_ratios": tame}}
+    if not layers:
+        return SmoothResult(module, {**facts, "method": "SmoothQuant: nothing to migrate (no outlier channels)"})
     change = _relative_change(module, model, calib[:8])
     if change > EXACT_TOLERANCE:   # a norm's output is also used outside the Linears seen: migrating changes the model
         return SmoothResult(module, {"skipped": f"migration would change this model's fp32 output (relative change "
