@@ -152,19 +152,20 @@ def _recipe(ctx: Ctx, text: str) -> list[str]:
 # (id, argv builder, expected text in the single Error line, exit code)
 CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     # models and checkpoints
-    ("unknown-model", lambda c: ["export", "--model", "ViT-B-33", "--out", c.out], "unknown model 'ViT-B-33'; did you mean ViT-B-32", 2),
-    ("unknown-pretrained-tag", lambda c: ["export", "--model", "ViT-B-32", "--pretrained", "openai-v9", "--out", c.out],
+    ("unknown-model", lambda c: ["export", "--model", "ViT-B-33", "--data", c.images, "--out", c.out], "unknown model 'ViT-B-33'; did you mean ViT-B-32", 2),
+    ("unknown-pretrained-tag", lambda c: ["export", "--model", "ViT-B-32", "--pretrained", "openai-v9", "--data", c.images, "--out", c.out],
      "unknown pretrained tag 'openai-v9' for ViT-B-32", 2),
-    ("missing-model-folder", lambda c: ["export", "--model", c.tmp / "nope", "--out", c.out], "does not exist", 2),
-    ("missing-checkpoint-file", lambda c: ["export", "--model", "ViT-B-32", "--pretrained", c.tmp / "w.safetensors", "--out", c.out],
+    ("missing-model-folder", lambda c: ["export", "--model", c.tmp / "nope", "--data", c.images, "--out", c.out], "does not exist", 2),
+    ("missing-checkpoint-file", lambda c: ["export", "--model", "ViT-B-32", "--pretrained", c.tmp / "w.safetensors", "--data", c.images,
+                                                  "--out", c.out],
      "w.safetensors does not exist", 2),
     ("truncated-checkpoint", _truncated, "truncated", 2),
     ("wrong-architecture-checkpoint", _other_arch, "visual.class_embedding is [64] in the checkpoint but [32] in the model", 2),
     ("garbage-checkpoint", _garbage_weights, "cannot load", 2),
     ("folder-without-config", _no_config, "open_clip_config.json", 2),
-    ("offline-hub-download", lambda c: ["export", "--model", "RN50", "--pretrained", "openai", "--out", c.out],
+    ("offline-hub-download", lambda c: ["export", "--model", "RN50", "--pretrained", "openai", "--data", c.images, "--out", c.out],
      "could not download RN50 weights 'openai'", 2),
-    ("unknown-timm-model", lambda c: ["export", "--model", "timm:vit_tiny_patch16_225", "--out", c.out],
+    ("unknown-timm-model", lambda c: ["export", "--model", "timm:vit_tiny_patch16_225", "--data", c.images, "--out", c.out],
      "unknown timm model 'vit_tiny_patch16_225'", 2),
     # incompatible combinations (refused before loading anything)
     ("backend-of-other-format", lambda c: _export(c, "--format", "onnx", "--quant", "int8", "--backend", "qnnpack"),
@@ -266,6 +267,9 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
 def test_bad_input(case_id, build, needle, code, tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images, offline_hub):
     ctx = Ctx(tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images)
     argv = [str(a) for a in build(ctx)]
+    if "fashion-mnist" in argv and not _default_fashion_mnist():
+        pytest.skip("needs Fashion-MNIST where --data fashion-mnist looks (../shared beside the repository, or "
+                    "apt-get install dataset-fashion-mnist)")
     r = CliRunner().invoke(main, argv)
     # what a terminal shows: progress bars (tqdm, leave=False) are erased with \r, so drop their frames
     frames = re.split(r"[\r\n]", r.output)
@@ -277,6 +281,17 @@ def test_bad_input(case_id, build, needle, code, tmp_path, tiny_clip_dir, tiny_i
         assert len(lines) == 1, r.output
     if ctx.out.exists():  # nothing half-written: no artifact, no staging folder, no temp file
         assert not [p for p in ctx.out.rglob("*") if p.is_file()], list(ctx.out.rglob("*"))
+
+
+def _default_fashion_mnist() -> bool:
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.models.datasets import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test", 1)
+    except EdgeclipError:
+        return False
+    return True
 
 
 def test_table_is_big_enough():

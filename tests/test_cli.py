@@ -32,8 +32,9 @@ def test_help(run, cmd):
     (["eval", "--data", "mnist2"], "unknown dataset 'mnist2'"),
     (["bench", "--out", "/nonexistent-dir"], "no artifacts under /nonexistent-dir"),
 ])
-def test_user_errors_are_one_line(run, args, needle, tmp_path):
-    r = run(*args, "--out", tmp_path / "o") if args[0] == "export" else run(*args)
+def test_user_errors_are_one_line(run, args, needle, tmp_path, tiny_images):
+    # export gets a tiny real dataset, so the error under test is reached with or without ../shared
+    r = run(*args, "--data", tiny_images, "--out", tmp_path / "o") if args[0] == "export" else run(*args)
     assert r.exit_code == 2, r.output
     lines = [l for l in r.output.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
@@ -90,7 +91,7 @@ def test_formats_table_has_no_trailing_spaces(run):
     assert [line for line in r.output.splitlines() if line != line.rstrip()] == []
 
 
-def test_missing_optional_dependency_is_one_line(run, tiny_clip_dir, tmp_path, monkeypatch):
+def test_missing_optional_dependency_is_one_line(run, tiny_clip_dir, tiny_images, tmp_path, monkeypatch):
     """A model whose tokenizer comes from Hugging Face needs `transformers`: one line naming the extra, exit 2."""
     import shutil
     import sys
@@ -101,7 +102,7 @@ def test_missing_optional_dependency_is_one_line(run, tiny_clip_dir, tmp_path, m
     cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "timm/ViT-B-16-SigLIP2"
     (d / "open_clip_config.json").write_text(json.dumps(cfg))
     monkeypatch.setitem(sys.modules, "transformers", None)      # as on a machine without the package
-    r = run("export", "--model", d, "--out", tmp_path / "o")
+    r = run("export", "--model", d, "--data", tiny_images, "--out", tmp_path / "o")
     assert r.exit_code == 2, r.output
     lines = [line for line in r.output.splitlines() if line.startswith("Error")]
     assert lines == ["Error: the tokenizer of local-dir:" + str(d) + " needs the Python package 'transformers', which is not "
