@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from edgeclip.runtimes.device_runner import rss_mb
+
 FAULT_ENV = "EDGECLIP_BENCH_FAULT"   # fault injection for tests: "hang:<name>" or "crash:<name>"
 
 
@@ -32,24 +34,14 @@ class Subject:
 
 
 def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB, from /proc/self/status.
-
-    Not ``getrusage().ru_maxrss``: on Linux it survives exec, so a spawned worker would report the
-    parent's peak (seen here: 918 MB for an onnxruntime worker whose own peak was under 100 MB)."""
-    vals = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    vals[line.split(":")[0]] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    if len(vals) < 2:
+    """The device runner's reader (/proc/self/status); where that has no figures, getrusage's peak."""
+    now, peak = rss_mb()
+    if not peak:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return peak, peak
-    return vals["VmRSS"], vals["VmHWM"]
+    return now, peak
 
 
 class _State:

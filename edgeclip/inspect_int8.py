@@ -8,7 +8,6 @@ SmoothQuant and ``--max-drop``, so what this prints is what export will act on.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError
@@ -21,7 +20,7 @@ def inspect_int8(model: str | torch.nn.Module = "edgeclip-fmnist", *, pretrained
                  alpha: float = 0.5, preprocess=None, labels=None, progress: bool = False) -> dict:
     """The report ``edgeclip inspect`` prints (``model``: a spec, or a module with its ``preprocess``)."""
     from edgeclip.exporter.quantize.mixed import FakeInt8
-    from edgeclip.exporter.quantize.outliers import channel_ranges, norm_feeds, outlier_channels
+    from edgeclip.exporter.quantize.outliers import channel_ranges, norm_feeds, outlier_channels, range_ratio
     from edgeclip.exporter.quantize.smooth import smooth
     from edgeclip.models.datasets import load_calibration, load_dataset
     from edgeclip.preparation import prepare
@@ -48,7 +47,7 @@ def inspect_int8(model: str | torch.nn.Module = "edgeclip-fmnist", *, pretrained
         r = ranges[f.norm]
         norms.append({"norm": f.norm, "feeds": list(f.consumers), "channels": int(len(r)),
                       "outlier_channels": outlier_channels(r, OUTLIER_RATIO),
-                      "range_ratio": round(float(r.max() / max(np.median(r), 1e-12)), 1)})
+                      "range_ratio": round(range_ratio(r), 1)})
     hostile = [n for n in norms if n["outlier_channels"]]
     total_before = sum(v["int8_rel_error"] for v in layers)
     total_after = sum(v["int8_rel_error_smoothquant"] or 0.0 for v in layers)

@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident MB of this process from /proc/self/status (Linux, Android); zeros elsewhere."""
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident MB of this process from /proc/self/status (Linux, Android); zeros elsewhere.
+
+    Not ``getrusage().ru_maxrss``: on Linux it survives exec, so a spawned process would report its parent's
+    peak (seen: 918 MB for an onnxruntime bench worker whose own peak was under 100 MB)."""
     vals = {}
     try:
         with open("/proc/self/status") as f:
@@ -83,7 +86,7 @@ def run_job(artifact_dir: Path, inputs: Path, out_dir: Path, threads: int, warmu
 
     art = open_artifact(artifact_dir)
     x = np.load(inputs)
-    base = _rss_mb()[0]
+    base = rss_mb()[0]
     t0 = time.perf_counter()
     sess = load(art, threads=threads)
     load_s = time.perf_counter() - t0
@@ -95,12 +98,12 @@ def run_job(artifact_dir: Path, inputs: Path, out_dir: Path, threads: int, warmu
         t = time.perf_counter()
         sess.run(one)
         times.append(time.perf_counter() - t)
-    rss, _ = _rss_mb()
+    rss, _ = rss_mb()
     out = run_batched(sess, x)
     np.save(out_dir / "outputs.npy", out)
     return {"machine": platform.machine(), "system": platform.system(), "versions": _versions(),
             "runtime": sess.name, "threads": getattr(sess, "threads", threads), "kernels": kernels(sess, art.manifest),
-            "load_s": load_s, "latency_s": times, "rss_base_mb": base, "rss_mb": rss, "peak_rss_mb": _rss_mb()[1]}
+            "load_s": load_s, "latency_s": times, "rss_base_mb": base, "rss_mb": rss, "peak_rss_mb": rss_mb()[1]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+from .torch_ao import LINEARS   # noqa: F401  (the Linear types every int8 route quantizes; re-exported)
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,11 @@ def channel_ranges(module: nn.Module, feeds: list[NormFeed], inputs: np.ndarray,
         for h in handles:
             h.remove()
     return {k: v.numpy() for k, v in amax.items()}
+
+
+def range_ratio(ranges: np.ndarray) -> float:
+    """Largest channel range over the median one: how much of an int8 scale one channel takes."""
+    return float(np.max(ranges) / max(float(np.median(ranges)), 1e-12))
 
 
 def outlier_channels(ranges: np.ndarray, ratio: float = 8.0) -> list[int]:

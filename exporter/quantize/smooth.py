@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .outliers import _consumer_weights, channel_ranges, norm_feeds, outlier_channels
+from .outliers import _consumer_weights, channel_ranges, norm_feeds, outlier_channels, range_ratio
 
 DEFAULT_ALPHA = 0.5
 MIN_RANGE_RATIO = 8.0    # the trained fixtures measure 1.6-2.1; the outlier-injected ones and pretrained ViTs 20-100
@@ -47,7 +47,7 @@ def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: f
     layers, tame = [], []
     with torch.no_grad():
         for f in feeds:
-            ratio = float(ranges[f.norm].max() / max(np.median(ranges[f.norm]), 1e-12))
+            ratio = range_ratio(ranges[f.norm])
             if ratio <= min_ratio:
                 tame.append(round(ratio, 1))
                 continue
@@ -63,8 +63,7 @@ def smooth(module: nn.Module, calib: np.ndarray, example: torch.Tensor, alpha: f
             after = ranges[f.norm] / s.numpy()
             layers.append({"norm": f.norm, "consumers": list(f.consumers),
                            "outlier_channels": outlier_channels(ranges[f.norm]),
-                           "range_ratio_before": round(float(ranges[f.norm].max() / max(np.median(ranges[f.norm]), 1e-12)), 1),
-                           "range_ratio_after": round(float(after.max() / max(np.median(after), 1e-12)), 1)})
+                           "range_ratio_before": round(ratio, 1), "range_ratio_after": round(range_ratio(after), 1)})
     facts = {"method": "SmoothQuant migration (LayerNorm -> Linear), exact in fp32", "alpha": alpha,
              "norms": len(layers), "calibration_images": int(len(calib)), "layers": layers,
              "left_alone": {"norms": len(tame), "why": f"no outlier channels (range ratio <= {min_ratio:g})",
