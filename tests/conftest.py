@@ -74,6 +74,18 @@ def _image_folder(root: Path, seed: int) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_pair(tiny_clip_dir, tiny_images, tmp_path_factory) -> Path:
+    """fp32 and int8 dynamic .onnx of the tiny CLIP in one out folder, exported once per test process; tests read it
+    (copy it first to add or change files)."""
+    import edgeclip
+
+    d = tmp_path_factory.mktemp("onnx_pair") / "out"
+    for q in ("none", "int8"):
+        edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d), verify_size=6)
+    return d
+
+
+@pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> str:
     """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""
     return _image_folder(tmp_path_factory.mktemp("imgs"), 0)

@@ -11,20 +11,12 @@ from edgeclip.benchmarks.timing import TimingConfig
 FAST = TimingConfig(warmup=1, rounds=2, reps_per_round=2, throughput_batch=4)
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_clip_dir, tiny_images, tmp_path_factory):
-    d = tmp_path_factory.mktemp("bench") / "out"
-    for q in ("none", "int8"):
-        edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d), verify_size=6)
-    return d
-
-
 @pytest.fixture()
-def out(exported, tmp_path):
+def out(tiny_onnx_pair, tmp_path):
     """A private copy per test: some tests break or add artifacts."""
     import shutil
 
-    return Path(shutil.copytree(exported, tmp_path / "out"))
+    return Path(shutil.copytree(tiny_onnx_pair, tmp_path / "out"))
 
 
 def test_bench_rows(out, tiny_images, tmp_path):

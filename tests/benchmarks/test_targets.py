@@ -40,14 +40,6 @@ def toy(monkeypatch):
     return _Toy
 
 
-@pytest.fixture(scope="module")
-def two_artifacts(tiny_clip_dir, tiny_images, tmp_path_factory):
-    d = tmp_path_factory.mktemp("targets") / "out"
-    for q in ("none", "int8"):
-        edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d), verify_size=6)
-    return d
-
-
 def test_builtin_targets_registered_and_cli_choices_follow():
     from edgeclip.cli import main
 
@@ -60,9 +52,9 @@ def test_builtin_targets_registered_and_cli_choices_follow():
         get_target("tpu")
 
 
-def test_registered_target_runs_through_the_engine(toy, two_artifacts, tiny_images, tmp_path):
+def test_registered_target_runs_through_the_engine(toy, tiny_onnx_pair, tiny_images, tmp_path):
     t = register(toy())
-    rep = edgeclip.bench(two_artifacts, data=tiny_images, target="toy", threads=2, report_dir=tmp_path / "rep")
+    rep = edgeclip.bench(tiny_onnx_pair, data=tiny_images, target="toy", threads=2, report_dir=tmp_path / "rep")
     arts, n_images, opts = t.seen
     assert len(arts) == 1 and arts[0].name.endswith("int8-dynamic")
     assert len(rep["skipped_by_toy"]) == 1 and rep["skipped_by_toy"][0].endswith("onnx-fp32")
@@ -72,16 +64,16 @@ def test_registered_target_runs_through_the_engine(toy, two_artifacts, tiny_imag
     assert (tmp_path / "rep" / "bench.json").exists()
 
 
-def test_unavailable_target_is_reported_not_raised(toy, two_artifacts, tiny_images):
+def test_unavailable_target_is_reported_not_raised(toy, tiny_onnx_pair, tiny_images):
     t = register(toy(why_not="no toy attached"))
-    rep = edgeclip.bench(two_artifacts, data=tiny_images, target="toy")
+    rep = edgeclip.bench(tiny_onnx_pair, data=tiny_images, target="toy")
     assert rep["skipped"] == "no toy attached" and rep["rows"] == [] and t.seen is None
 
 
-def test_peers_only_where_the_target_allows_them(toy, two_artifacts, tiny_images):
+def test_peers_only_where_the_target_allows_them(toy, tiny_onnx_pair, tiny_images):
     register(toy())
     with pytest.raises(edgeclip.EdgeclipError, match="--peers are CPU routes.*use --target cpu"):
-        edgeclip.bench(two_artifacts, data=tiny_images, target="toy", peers=True)
+        edgeclip.bench(tiny_onnx_pair, data=tiny_images, target="toy", peers=True)
 
 
 def test_register_twice_refused(toy):

@@ -24,14 +24,6 @@ import edgeclip
 from edgeclip.runtimes.devices import DeviceError, EmulatedArm64, SshDevice, parse_ssh_url, runtime_zip
 
 
-@pytest.fixture(scope="module")
-def onnx_pair(tiny_clip_dir, tiny_images, tmp_path_factory):
-    d = tmp_path_factory.mktemp("devices") / "out"
-    for q in ("none", "int8"):
-        edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d), verify_size=6)
-    return d
-
-
 def _art(out: Path, suffix: str) -> Path:
     return next(p for p in out.iterdir() if p.name.endswith(suffix))
 
@@ -48,13 +40,13 @@ def test_ssh_urls():
             parse_ssh_url(bad)
 
 
-def test_runner_needs_only_numpy_and_the_format_runtime(onnx_pair, tmp_path):
+def test_runner_needs_only_numpy_and_the_format_runtime(tiny_onnx_pair, tmp_path):
     """The runner, importing edgeclip from the zip alone, runs an .onnx with onnxruntime + numpy (no torch),
     and its outputs are the host session's."""
     from edgeclip.runtimes import load
     from edgeclip.runtimes.devices.base import runner_args, stage_job
 
-    art = _art(onnx_pair, "onnx-int8-dynamic")
+    art = _art(tiny_onnx_pair, "onnx-int8-dynamic")
     x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "in.npy", x)
     job = tmp_path / "job"
@@ -115,18 +107,18 @@ def _leftovers() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("edgeclip-job.*")}
 
 
-def test_ssh_device_end_to_end(sshd, onnx_pair, tiny_images, monkeypatch):
+def test_ssh_device_end_to_end(sshd, tiny_onnx_pair, tiny_images, monkeypatch):
     """bench --target arm64 --device ssh://...: real latency percentiles, memory, load time and accuracy in the
     bench schema, the device's architecture on every row, nothing left on the device."""
     from edgeclip.benchmarks.targets import arm64
 
     before = _leftovers()
     monkeypatch.setattr(arm64, "_device", lambda opts: SshDevice(opts.device, python=sys.executable, ssh_options=sshd["opts"]))
-    rep = edgeclip.bench(onnx_pair, data=tiny_images, target="arm64", device=sshd["url"], threads=1,
+    rep = edgeclip.bench(tiny_onnx_pair, data=tiny_images, target="arm64", device=sshd["url"], threads=1,
                          timing=edgeclip.TimingConfig(warmup=1, rounds=2, reps_per_round=3))
     rows = {r["artifact"]: r for r in rep["rows"]}
     base = next(r for r in rep["rows"] if r.get("baseline"))
-    fp32, int8 = rows[_art(onnx_pair, "onnx-fp32").name], rows[_art(onnx_pair, "onnx-int8-dynamic").name]
+    fp32, int8 = rows[_art(tiny_onnx_pair, "onnx-fp32").name], rows[_art(tiny_onnx_pair, "onnx-int8-dynamic").name]
     for r in (fp32, int8):
         assert "error" not in r, r.get("error")
         assert r["latency_samples"] == 6 and r["latency_ms_p99"] >= r["latency_ms_median"] > 0
@@ -151,14 +143,14 @@ def test_ssh_without_the_key_never_asks_a_password(sshd):
     assert "key authentication refused" in why
 
 
-def test_lost_connection_is_an_error_row(sshd, onnx_pair, tmp_path):
+def test_lost_connection_is_an_error_row(sshd, tiny_onnx_pair, tmp_path):
     dev = SshDevice(sshd["url"], python=sys.executable, ssh_options=sshd["opts"], connect_timeout_s=3)
     assert dev.unavailable() is None
     sshd["proc"].kill()
     sshd["proc"].wait(5)
     np.save(tmp_path / "in.npy", np.zeros((2, 3, 32, 32), np.float32))
     with pytest.raises(DeviceError, match="127.0.0.1"):
-        dev.run(_art(onnx_pair, "onnx-fp32"), tmp_path / "in.npy", threads=1, warmup=1, reps=1, timeout_s=20)
+        dev.run(_art(tiny_onnx_pair, "onnx-fp32"), tmp_path / "in.npy", threads=1, warmup=1, reps=1, timeout_s=20)
 
 
 # --- emulated aarch64 ------------------------------------------------------------------------------------------
@@ -172,10 +164,10 @@ def arm64_env():
     return env
 
 
-def test_emulated_arm64_runs_onnx_on_aarch64_kernels(arm64_env, onnx_pair, tiny_images):
+def test_emulated_arm64_runs_onnx_on_aarch64_kernels(arm64_env, tiny_onnx_pair, tiny_images):
     """The same .onnx files, run by the aarch64 onnxruntime: the rows say aarch64 and emulated, carry accuracy
     against the x86 fp32 model, and no latency a speed-up or recommendation could read."""
-    arts = [str(_art(onnx_pair, s)) for s in ("onnx-fp32", "onnx-int8-dynamic")]
+    arts = [str(_art(tiny_onnx_pair, s)) for s in ("onnx-fp32", "onnx-int8-dynamic")]
     rep = edgeclip.bench(arts, data=tiny_images, target="arm64", threads=1,
                          timing=edgeclip.TimingConfig(warmup=1, rounds=1, reps_per_round=3))
     dev = [r for r in rep["rows"] if not r.get("baseline")]
