@@ -1,5 +1,7 @@
 """Recipe validation refuses impossible combinations before any work, naming what works."""
 
+import re
+
 import pytest
 
 from edgeclip.errors import EdgeclipError
@@ -103,3 +105,14 @@ def test_compress_table_round_trips_and_allows_calibration_data(tmp_path):
     again = ExportRecipe.from_dict(r.to_dict()).validated()
     assert again.compress == r.compress and again.compress.tag() == r.compress.tag()
     assert ExportRecipe(compress=CompressRecipe()).validated().compress is None     # nothing asked: no compression
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(max_drop=0.5), "--max-drop controls int8 accuracy; it does nothing for --quant none"),
+    (dict(quant="int8", max_drop=101), "--max-drop is top-1 points and must be between 0 and 100"),
+    (dict(quant="int8", max_drop=0.5, task="image-encoder"), "--max-drop measures top-1 on labelled images"),
+    (dict(float_layers=("visual.transformer.resblocks.0.mlp.c_fc",)), "--float-layer applies to --quant int8 / int4 only"),
+])
+def test_accuracy_control_refusals(kw, msg):
+    with pytest.raises(EdgeclipError, match=re.escape(msg)):
+        ExportRecipe(**kw).validated()
