@@ -186,6 +186,9 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--max-drop", type=float, default=None, metavar="PT",
               help="int8: keep the layers int8 hurts most in float until top-1 on held-out calibration images is within "
                    "PT points of fp32 (accuracy control; the manifest lists them) [off].")
+@click.option("--accept-drop", type=float, default=None, metavar="PT",
+              help="Compression: accept up to PT top-1 points of cost against the uncompressed model (recorded in the "
+                   "manifest) [--max-drop, else 1].")
 @click.option("--float-layer", "float_layers", multiple=True, metavar="MODULE",
               help="int8: keep this module path float in every format (see the manifest's sensitivity list); repeatable.")
 @click.option("--group-size", type=int, default=None, help="int4: weights per scale, 16/32/64/128/256 [32].")
@@ -202,7 +205,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
 @compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
-           calib_method, keep_float, sensitive_float, max_drop, float_layers, group_size, smoothquant, optimize, verify_size,
+           calib_method, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant, optimize, verify_size,
            min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
     """Export a model to verified deployable artifacts (written atomically with manifest.json).
 
@@ -220,7 +223,7 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize,
-             "smoothquant": smoothquant, "max_drop": max_drop, "float_layers": list(float_layers) or None,
+             "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
              "group_size": group_size}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
     recipe.validated()  # refuse impossible combinations before loading anything
@@ -266,6 +269,11 @@ def compression_summary(c: dict) -> str:
         if v.get("top1_compressed") is not None:
             cost += f", top-1 {v['top1_uncompressed']:.2f}% -> {v['top1_compressed']:.2f}%"
         lines.append(cost + " (the table above is each file vs the compressed model)")
+    g = c.get("gate") or {}
+    if g.get("waived"):
+        lines.append(f"Compression-cost gate waived: {g['waived']}")
+    elif g.get("accepted_by_user"):
+        lines.append(f"Compression-cost gate: {g['value']:g} ({g['measure']}) accepted by --accept-drop {g['bar_max_drop_pt']:g}")
     for p in c["passes"]:
         lines += [f"Note ({p['name']}): {n}" for n in p.get("notes", [])]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from edgeclip.models.datasets import load_dataset
 from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, load_model
 from edgeclip.models.preprocess import Preprocess
 from edgeclip.preparation import (Prepared, attach_calibration, build_calibration, calibration_images, check_label_match,
-                                  check_labels, compression_cost, compression_images, export_subject, prepare,
+                                  check_labels, compression_images, gate_compression, export_subject, prepare,
                                   preprocessed_images, progress_bar, read_labels, rebuild_baseline, run_all)
 
 __all__ = ["export", "evaluate", "verify", "bench", "sweep", "prepare", "Prepared", "read_labels", "check_labels"]
@@ -48,8 +48,9 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     if isinstance(model, torch.nn.Module):
         recipe = replace(recipe, model=prep.source["model"])
     subject = export_subject(prep, data, recipe.verify_size, example_input, progress)
-    if prep.compression is not None:
-        subject.compression = {**prep.compression, "vs_uncompressed": compression_cost(prep, subject, data)}
+    if prep.compression is not None:   # refused here, before any file, when compression cost too much
+        subject.compression = gate_compression(prep, subject, data, recipe)
+        prep.stages = None   # the intermediate models are only needed to name a refused pass
     if recipe.scheme == "static" or (recipe.needs_calibration and (calib is not None or prep.task == "text-encoder")):
         attach_calibration(subject, prep, recipe, calib, data, progress, holdout)
     artifacts = []

@@ -13,7 +13,7 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +77,9 @@ class Prepared:
     prompt_names: list[str] | None = None
     compression: dict | None = None           # the compression report, when passes ran
     uncompressed: torch.nn.Module | None = None   # the same wrapper around the uncompressed model, to measure the cost
+    # (pass name, builds the task module as it stood after that pass), cumulative; only when two or more passes ran,
+    # so the compression-cost gate can name the pass that cost the most (with one pass, it is that one)
+    stages: list[tuple[str, Callable[[], torch.nn.Module]]] | None = None
 
 
 def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretrained: str | None = None,
@@ -94,13 +97,17 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
         classes = list(labels) if labels is not None else list(getattr(model, "classes", None) or (data.classes if data else []))
         if task == "classifier":
             check_labels(classes, "labels")
-        module, report, original = model.eval(), None, None
+        module, report, original, stages = model.eval(), None, None, None
         if compress is not None:
-            module, report = _compress_module(model.eval(), compress, _calibration(compress, calib, pre, None, None, progress,
-                                                                                   calib_size), _flop_inputs(pre, None))
+            raw: list = []
+            module, report, put_back = _compress_module(model.eval(), compress, _calibration(compress, calib, pre, None, None,
+                                                                                              progress, calib_size),
+                                                        _flop_inputs(pre, None), raw)
             original = model.eval()
+            stages = _stage_builders(raw, put_back)
         return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
-                        bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original)
+                        bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original,
+                        stages=stages)
     # the image encoder needs no tokenizer: one that cannot be loaded here is noted in the manifest's source
     loaded: LoadedModel = load_model(model, pretrained, tokenizer_optional=task == "image-encoder", **(model_kwargs or {}))
     templates = list(templates) if templates else None
@@ -108,7 +115,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
     classes = list(labels) if labels is not None else (data.classes if data else None)
     if task == "classifier" and classes:
         check_labels(classes, "labels")
-    report, original = None, None
+    report, original, raw = None, None, []
     if compress is not None:
         if task == "text-encoder" and compress.towers_touched() - {"text"}:
             raise EdgeclipError("this compression changes the vision tower, which a text-encoder export does not contain; "
@@ -116,30 +123,38 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
         calibration = _calibration(compress, calib, loaded.preprocess, loaded, (classes, prompt_names, templates), progress,
                                    calib_size)
         original = loaded.model
-        compressed, report = run_passes(loaded.model, compress, calibration, _flop_inputs(loaded.preprocess, loaded))
+        compressed, report = run_passes(loaded.model, compress, calibration, _flop_inputs(loaded.preprocess, loaded),
+                                        stages=raw)
         loaded = replace(loaded, model=compressed)
-    if task == "classifier":
-        module = loaded.classifier(classes, prompt_names, templates)
-        classes = module.classes
-    elif task == "image-encoder":
-        module, classes = loaded.image_encoder(), []
-    else:
-        module, classes = loaded.text_encoder(), []
+
+    def wrap(lm: LoadedModel) -> torch.nn.Module:
+        return (lm.classifier(classes, prompt_names, templates) if task == "classifier" else
+                lm.image_encoder() if task == "image-encoder" else lm.text_encoder())
+
+    module = wrap(loaded)
+    classes = module.classes if task == "classifier" else []
+    stages = _stage_builders(raw, lambda m: wrap(replace(loaded, model=m))) if original is not None else None
     uncompressed = None
     if original is not None:
-        base = replace(loaded, model=original)
-        uncompressed = (base.classifier(classes, prompt_names, templates) if task == "classifier" else
-                        base.image_encoder() if task == "image-encoder" else base.text_encoder())
+        uncompressed = wrap(replace(loaded, model=original))
     return Prepared(module, task, loaded.preprocess if task != "text-encoder" else None, list(classes), loaded.source,
                     loaded.random_weights, loaded.tokenizer, loaded.tokenizer_info,
                     templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names,
-                    compression=report, uncompressed=uncompressed)
+                    compression=report, uncompressed=uncompressed, stages=stages)
 
 
-def _compress_module(model: torch.nn.Module, compress: CompressRecipe, calibration, flop_inputs):
+def _stage_builders(raw: list[tuple[str, torch.nn.Module]], wrap: Callable[[torch.nn.Module], torch.nn.Module]):
+    """Lazy task modules for each intermediate model (None for a single pass: nothing to attribute)."""
+    if len(raw) < 2:
+        return None
+    return [(name, (lambda m=m: wrap(m))) for name, m in raw]
+
+
+def _compress_module(model: torch.nn.Module, compress: CompressRecipe, calibration, flop_inputs, stages: list):
     """Compress a user's module through the family of the backbone it contains (itself, or e.g. a timm ViT
     as ``self.backbone`` under a custom head): the backbone is compressed and put back into a copy of the
-    module, so the head is untouched.  A module without a known backbone gets the error naming the families."""
+    module, so the head is untouched.  A module without a known backbone gets the error naming the families.
+    Returns (module, report, put_back: backbone -> whole module) and fills ``stages`` with the backbones."""
     from edgeclip.models.families import family_of, find_backbone
 
     found = find_backbone(model)
@@ -147,13 +162,17 @@ def _compress_module(model: torch.nn.Module, compress: CompressRecipe, calibrati
         family_of(model)   # raises: which families the passes know
     path, fam = found
     if not path:
-        return run_passes(model, compress, calibration, flop_inputs)
-    compressed, report = run_passes(model.get_submodule(path), compress, calibration, flop_inputs)
-    out = copy.deepcopy(model)
-    parent, _, attr = path.rpartition(".")
-    setattr(out.get_submodule(parent) if parent else out, attr, compressed)
+        return (*run_passes(model, compress, calibration, flop_inputs, stages=stages), lambda m: m)
+
+    def put_back(backbone: torch.nn.Module) -> torch.nn.Module:
+        out = copy.deepcopy(model)
+        parent, _, attr = path.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, attr, backbone)
+        return out.eval()
+
+    compressed, report = run_passes(model.get_submodule(path), compress, calibration, flop_inputs, stages=stages)
     report["backbone"] = {"path": path, "family": fam.name}
-    return out.eval(), report
+    return put_back(compressed), report, put_back
 
 
 def _flop_inputs(pre: Preprocess | None, loaded: LoadedModel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -300,20 +319,46 @@ def attach_calibration(subject: ExportSubject, prep: Prepared, recipe: ExportRec
         subject.holdout_desc = f"{holdout.name} {holdout.split} ({len(holdout)} held-out images, not calibrated on)"
 
 
-def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages | None) -> dict:
-    """How far the compressed eager model is from the uncompressed one on the verification inputs
-    (and their top-1 accuracy when those are labelled images): the artifact is verified against the
-    compressed model, so this is where the cost of compression itself is recorded."""
+def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages | None,
+                     after: np.ndarray | None = None, before: np.ndarray | None = None) -> dict:
+    """How far the compressed eager model (or ``after``: the outputs of another stage of it) is from the
+    uncompressed one on the verification inputs, and their top-1 accuracy when those are labelled images:
+    the artifact is verified against the compressed model, so this is where compression's own cost is measured."""
     from edgeclip.exporter.fidelity import compare
 
-    before = run_batched(TorchEagerSession(prep.uncompressed), subject.verify_inputs)
-    after = subject.reference_outputs()
+    before = run_batched(TorchEagerSession(prep.uncompressed), subject.verify_inputs) if before is None else before
+    after = subject.reference_outputs() if after is None else after
     out = compare(before, after, subject.verify_desc, subject.classification).to_dict()
     if subject.classification and data is not None and subject.task != "text-encoder":
         labels = np.asarray(data.take(len(subject.verify_inputs)).labels)
         out["top1_uncompressed"] = round(100 * float((before.argmax(-1) == labels).mean()), 2)
         out["top1_compressed"] = round(100 * float((after.argmax(-1) == labels).mean()), 2)
     return out
+
+
+def gate_compression(prep: Prepared, subject: ExportSubject, data: LabeledImages | None, recipe: ExportRecipe) -> dict:
+    """Measure compression's cost against the uncompressed model and refuse the export (FidelityError, exit 3,
+    before any file is produced) when it is over the bar; returns the manifest's ``compression`` record with
+    ``vs_uncompressed`` and ``gate``.  On a refusal the intermediate models are measured too, to name the pass."""
+    from edgeclip.errors import FidelityError
+    from edgeclip.exporter.compress import gate
+
+    before = run_batched(TorchEagerSession(prep.uncompressed), subject.verify_inputs)
+    cost = compression_cost(prep, subject, data, before=before)
+    bar = gate.CostBar.for_recipe(recipe.accept_drop, recipe.max_drop)
+    decision = gate.decide(cost, bar, subject.random_weights)
+    record = {**prep.compression, "vs_uncompressed": cost, "gate": decision}
+    if decision["passed"]:
+        return record
+    names = [p["name"] for p in prep.compression.get("passes", [])]
+    stage_costs = [(names[-1], gate.cost_of(cost))] if names else []    # one pass: it is the one
+    if prep.stages:
+        stage_costs = [(name, gate.cost_of(compression_cost(prep, subject, data, run_batched(TorchEagerSession(build()),
+                                                                                            subject.verify_inputs), before)))
+                       for name, build in prep.stages]
+    start = gate.cost_of(compression_cost(prep, subject, data, before, before))
+    raise FidelityError(gate.refusal(gate.cost_of(cost), bar, subject.verify_desc, gate.worst_pass(stage_costs, start),
+                                     {**cost, "passes": names}))
 
 
 def preprocessed_images(data: LabeledImages, pre: Preprocess, cache: dict, progress: bool) -> np.ndarray:

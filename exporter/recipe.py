@@ -76,6 +76,8 @@ class ExportRecipe:
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
     min_agreement: float | None = None    # fraction 0..1
     compress: CompressRecipe | None = None   # passes run before quantization (exporter/compress)
+    accept_drop: float | None = None      # compression: top-1 points of cost vs the uncompressed model accepted
+                                          # (default: max_drop, else 1.0; exporter/compress/gate.py)
 
     def validated(self) -> "ExportRecipe":
         """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
@@ -134,6 +136,13 @@ class ExportRecipe:
             if r.task != "classifier":
                 raise EdgeclipError(f"--max-drop measures top-1 on labelled images, so it needs --task classifier (got "
                                     f"{r.task}); export the classifier, or drop --max-drop")
+        if r.accept_drop is not None:
+            if r.compress is None:
+                raise EdgeclipError("--accept-drop sets how much top-1 compression may cost; no compression pass was asked "
+                                    "(--svd, --prune-blocks, --mlp-keep, ...): drop --accept-drop")
+            if not (0.0 <= r.accept_drop <= 100.0):
+                raise EdgeclipError(f"--accept-drop is top-1 points and must be between 0 and 100 (got {r.accept_drop}); "
+                                    "e.g. 2")
         r.float_layers = tuple(r.float_layers)
         if r.float_layers and r.quant not in ("int8", "int4"):
             raise EdgeclipError("--float-layer applies to --quant int8 / int4 only; drop it for float exports")

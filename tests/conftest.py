@@ -22,6 +22,19 @@ TINY_CFG = {
 }
 
 
+# Test files that take a minute or more (measured: tests/test_fixture_int8_matrix.py ~190 s, test_fixture_accuracy.py
+# ~85 s, test_packaging.py ~50 s, exporter/test_executorch.py ~55 s, models/test_families.py ~80 s on 2 cores).
+# pytest-xdist's loadfile hands files out in collection order, so when these come last one worker runs a long tail
+# alone; moving them to the front lets the short files fill in around them (longest-first scheduling).
+LONGEST_FIRST = ("test_fixture_int8_matrix.py", "test_fixture_accuracy.py", "test_families.py", "test_executorch.py",
+                 "test_packaging.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: order inside a file is kept
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path} (needs ../shared beside the repository)")

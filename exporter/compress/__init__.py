@@ -34,9 +34,12 @@ def plan(recipe: CompressRecipe) -> list[tuple[str, Callable, object]]:
 
 def compress(model: nn.Module, recipe: CompressRecipe, calib: Calibration | None = None,
              flop_inputs: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-             progress: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
+             progress: Callable[[str], None] | None = None,
+             stages: list[tuple[str, nn.Module]] | None = None) -> tuple[nn.Module, dict]:
     """Run every pass of ``recipe`` on ``model``; returns the compressed model and a report (per pass, plus
-    parameters and FLOPs per tower before and after)."""
+    parameters and FLOPs per tower before and after).  ``stages``, when given, receives (pass name, model
+    after it) for every pass, so the compression-cost gate can say which pass cost the most: passes copy
+    the model anyway, so keeping the intermediate copies costs memory, not time."""
     recipe = recipe.validated()
     original = model.eval()
     reports = []
@@ -47,12 +50,16 @@ def compress(model: nn.Module, recipe: CompressRecipe, calib: Calibration | None
         model, rep = fn(model, cfg, calib)
         rep.extra.setdefault("seconds", round(time.perf_counter() - t0, 2))
         reports.append(rep.to_dict())
+        if stages is not None:
+            stages.append((rep.name, model))
     heal_cfg = recipe.heal()
     if heal_cfg is not None:
         if progress:
             progress("heal")
         model, rep = heal.apply(model, heal_cfg, calib, teacher=original)
         reports.append(rep.to_dict())
+        if stages is not None:
+            stages.append(("heal", model))
     model.eval()
     if flop_inputs is None and calib is not None:
         flop_inputs = (calib.images[:1], calib.captions[:1] if calib.captions is not None else None)

@@ -1,0 +1,128 @@
+"""The compression-cost gate (exporter/compress/gate.py): a compressed export is measured against the
+uncompressed model and refused, with nothing written, when compression cost more than the bar.
+
+The plumbing twin runs without ../shared: a timm ViT as the user's own module, verified on the caller's example
+images (no labels, so the measure is the share of changed answers).  The fixture test is the issue's case:
+removing the first text block of the trained CLIP costs ~80 pt and must be refused with exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import edgeclip
+from edgeclip.errors import FidelityError
+from edgeclip.exporter.compress import CompressRecipe
+from edgeclip.exporter.compress import gate
+from edgeclip.models.preprocess import Preprocess
+
+
+def test_cost_prefers_labelled_drop_then_changed_answers_then_cosine():
+    assert gate.cost_of({"top1_uncompressed": 88.0, "top1_compressed": 86.5, "top1_agreement": 0.9,
+                         "mean_cosine": 0.9}) == gate.Cost(1.5, "top1_drop_pt")
+    assert gate.cost_of({"top1_agreement": 0.97, "mean_cosine": 0.99}) == gate.Cost(3.0, "changed_answers_pt")
+    assert gate.cost_of({"top1_agreement": None, "mean_cosine": 0.93}) == gate.Cost(0.93, "mean_cosine")
+
+
+@pytest.mark.parametrize("value, bar, passed", [(0.9, 1.0, True), (1.0, 1.0, True), (1.1, 1.0, False), (0.4, 0.3, False)])
+def test_decide_refuses_over_the_bar_only(value, bar, passed):
+    rec = gate.decide({"top1_uncompressed": 50.0, "top1_compressed": 50.0 - value}, gate.CostBar(bar, "--max-drop"), False)
+    assert rec["passed"] is passed and rec["value"] == pytest.approx(value)
+
+
+def test_random_weights_waive_and_encoders_use_cosine():
+    v = {"top1_uncompressed": 90.0, "top1_compressed": 10.0}
+    assert gate.decide(v, gate.CostBar.for_recipe(None, None), True)["passed"] and "waived" in gate.decide(v, gate.CostBar(1, "d"), True)
+    assert not gate.decide(v, gate.CostBar.for_recipe(None, None), False)["passed"]
+    enc = {"top1_agreement": None, "mean_cosine": 0.90}
+    assert not gate.decide(enc, gate.CostBar.for_recipe(None, None), False)["passed"]
+    assert gate.decide({**enc, "mean_cosine": 0.97}, gate.CostBar.for_recipe(None, None), False)["passed"]
+    accepted = gate.decide(enc, gate.CostBar.for_recipe(5.0, None), False)
+    assert accepted["passed"] and accepted["accepted_by_user"]
+
+
+def test_bar_comes_from_accept_drop_then_max_drop_then_default():
+    assert gate.CostBar.for_recipe(3.0, 0.5) == gate.CostBar(3.0, "--accept-drop")
+    assert gate.CostBar.for_recipe(None, 0.5) == gate.CostBar(0.5, "--max-drop")
+    assert gate.CostBar.for_recipe(None, None) == gate.CostBar(gate.DEFAULT_MAX_DROP_PT, "default") and gate.DEFAULT_MAX_DROP_PT == 1.0
+
+
+def test_worst_pass_is_the_largest_step_not_the_first_or_last():
+    start = gate.Cost(0.0, "top1_drop_pt")
+    stages = [("svd", gate.Cost(0.5, "top1_drop_pt")), ("tokens", gate.Cost(6.0, "top1_drop_pt")),
+              ("heal", gate.Cost(4.0, "top1_drop_pt"))]
+    assert gate.worst_pass(stages, start) == ("tokens", 5.5)
+    cos = [("svd", gate.Cost(0.99, "mean_cosine")), ("tokens", gate.Cost(0.80, "mean_cosine"))]
+    assert gate.worst_pass(cos, gate.Cost(1.0, "mean_cosine"))[0] == "tokens"
+
+
+# ------------------------------------------------------------------------------------------ through export
+
+@pytest.fixture(scope="module")
+def vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, depth=3,
+                             num_heads=2, num_classes=5).eval()
+
+
+def _export(vit, tmp_path, compress, **kw):
+    torch.manual_seed(3)
+    return edgeclip.export(vit, torch.randn(48, 3, 32, 32), preprocess=Preprocess(size=32), labels=list("abcde"),
+                           data=None, out=str(tmp_path / "out"), compress=compress, **kw)
+
+
+def test_costly_compression_is_refused_naming_the_pass_and_nothing_is_written(vit, tmp_path):
+    # nearly free sparsity first, then token reduction to 1 of 16 patches: the second pass is the costly one
+    recipe = CompressRecipe(sparsity=0.02, token_keep=0.0625, token_blocks="0")
+    with pytest.raises(FidelityError, match=r"changed answers.*the pass that cost most: tokens .*--token-keep.*--accept-drop") as e:
+        _export(vit, tmp_path, recipe)
+    assert "sparsity" not in str(e.value).split("cost most:")[1].split(";")[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_accept_drop_writes_and_records_the_accepted_cost(vit, tmp_path):
+    recipe = CompressRecipe(token_keep=0.0625, token_blocks="0")
+    [art] = _export(vit, tmp_path, recipe, accept_drop=100.0)
+    g = art.manifest["compression"]["gate"]
+    assert g["passed"] and g["accepted_by_user"] and g["bar_source"] == "--accept-drop" and g["value"] > 1.0
+    assert art.manifest["recipe"]["accept_drop"] == 100.0
+
+
+def test_mild_compression_passes_the_default_bar(vit, tmp_path):
+    [art] = _export(vit, tmp_path, CompressRecipe(sparsity=0.02))
+    g = art.manifest["compression"]["gate"]
+    assert g["passed"] and g["bar_source"] == "default" and g["value"] <= 1.0 and "accepted_by_user" not in g
+
+
+def test_accept_drop_without_compression_is_refused():
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.exporter.recipe import ExportRecipe
+
+    with pytest.raises(EdgeclipError, match="no compression pass"):
+        ExportRecipe(accept_drop=2.0).validated()
+
+
+# ------------------------------------------------------------------------------------------ the issue's case
+
+def test_removing_the_first_text_block_of_the_fixture_is_refused_unless_accepted(fixture_dir, fmnist_spec, tmp_path):
+    from edgeclip.cli import main
+
+    out = tmp_path / "out"
+    args = ["export", "--model", str(fixture_dir), "--data", fmnist_spec, "--prune-blocks", "text:0", "--verify-size", "128",
+            "--out", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 3, r.output
+    line = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(line) == 1 and "pt top-1" in line[0] and "prune-blocks:text" in line[0] and "--accept-drop" in line[0]
+    assert not out.exists()
+    r = CliRunner().invoke(main, [*args, "--accept-drop", "100", "--json"])
+    assert r.exit_code == 0, r.output
+    [m] = json.loads(r.stdout)
+    g = m["compression"]["gate"]
+    assert g["measure"] == "top1_drop_pt" and g["value"] > 50 and g["accepted_by_user"]
