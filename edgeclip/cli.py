@@ -384,16 +384,22 @@ def bench(artifacts, target, data, threads, limit, rounds, reps, batch, timeout_
 @click.option("--data", default=None, help="Labelled set for the check [the one the artifact was exported with].")
 @click.option("--verify-size", type=click.IntRange(min=1), default=None, help="Inputs to compare on [as at export].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all cores].")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Hold the artifacts to this top-1 agreement (0-1) instead of edgeclip's rule for their precision.")
+@click.option("--min-cosine", type=click.FloatRange(0, 1), default=None,
+              help="Hold the artifacts to this mean cosine (0-1) instead of edgeclip's rule.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def verify(artifacts, data, verify_size, threads, as_json):
+def verify(artifacts, data, verify_size, threads, min_agreement, min_cosine, as_json):
     """Re-check artifacts (folders, or a folder of them such as out/): sha256 against the manifest, then fidelity
-    against the fp32 model on real inputs.
+    against the fp32 model on real inputs, held to edgeclip's own bar for the recorded precision (a manifest can
+    only tighten it; one edited to loosen it, or to claim random weights, is refused as tampered).
 
-    Exit 0 when every artifact passes, 2 when a file is missing/tampered, 3 when one misses its fidelity bar."""
+    Exit 0 when every artifact passes, 2 when a file or manifest is missing/tampered, 3 when one misses its bar."""
     from edgeclip.manifest import collect_artifacts
     from edgeclip.pipeline import verify as run_verify
 
-    results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json)
+    results = [run_verify(a, data=data, verify_size=verify_size, threads=threads, progress=not as_json,
+                          min_agreement=min_agreement, min_cosine=min_cosine)
                for a in collect_artifacts(list(artifacts))]
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -409,6 +415,9 @@ def verify(artifacts, data, verify_size, threads, as_json):
         click.echo(_table(rows, [("artifact", "artifact", "{}"), ("integrity", "sha256", "{}"), ("cos", "cosine now", "{:.5f}"),
                                  ("rec", "at export", "{:.5f}"), ("bar", "bar", "{}"), ("agree", "top-1 agree %", "{:.2f}"),
                                  ("inputs", "on", "{}"), ("result", "result", "{}")]))
+        for r in results:
+            for n in r.get("notes") or []:
+                click.echo(f"Note ({Path(r['artifact']).name}): {n}")
     if not all(r["passed"] for r in results):
         sys.exit(3)
 

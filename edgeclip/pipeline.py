@@ -143,11 +143,13 @@ def evaluate(model: str | torch.nn.Module | Artifact = "edgeclip-fmnist", data: 
 # ------------------------------------------------------------------------------------------ verify
 
 def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_size: int | None = None,
-           threads: int | None = None, progress: bool = False) -> dict:
+           threads: int | None = None, progress: bool = False, min_cosine: float | None = None,
+           min_agreement: float | None = None) -> dict:
     """Re-check an artifact on demand: its file against the manifest's sha256 (raises on a mismatch), then
     its outputs against the fp32 eager model rebuilt from the manifest, on real inputs, against the bar
-    recorded at export.  Returns the measurement; ``passed`` is False when the bar is missed."""
-    from edgeclip.exporter.fidelity import Threshold, compare
+    edgeclip's own rule for the recorded recipe (a manifest may only tighten it; one edited to loosen it is refused
+    as tampered).  Returns the measurement; ``passed`` is False when the bar is missed."""
+    from edgeclip.exporter.fidelity import compare, trusted_bar
     from edgeclip.runtimes import load as load_session, run_batched
 
     a = artifact if isinstance(artifact, Artifact) else open_artifact(artifact)
@@ -175,9 +177,14 @@ def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_s
                                                              f"{list(reference.shape)}: this file is another model"])
         return result
     fid = compare(reference, outputs, subject.verify_desc, subject.classification, device=getattr(session, "device", "cpu"))
-    th = m.get("fidelity_threshold") or {}
-    failures = Threshold(th.get("min_cosine", 0.0), th.get("min_top1_agreement", 0.0)).failures(fid, m.get("random_weights", False))
-    result.update(fidelity=fid.to_dict(), passed=not failures, failures=failures)
+    bar, notes = trusted_bar(m, prep.random_weights, min_cosine, min_agreement)
+    failures = bar.failures(fid, prep.random_weights)
+    result.update(fidelity=fid.to_dict(), passed=not failures, failures=failures,
+                  threshold={"min_cosine": bar.min_cosine, "min_top1_agreement": bar.min_top1_agreement,
+                             "agreement_enforced": bool(fid.top1_agreement is not None and not prep.random_weights
+                                                        and bar.min_top1_agreement > 0),
+                             "from": "edgeclip's rule for the recorded recipe, tightened by the manifest"},
+                  notes=notes)
     return result
 
 

@@ -23,7 +23,7 @@ from edgeclip.runtimes.torch_eager import TorchEagerSession
 
 from .accuracy_control import accuracy_controlled
 from .atomic import staged_dir
-from .fidelity import THRESHOLDS, Threshold, compare
+from .fidelity import bar_for, compare
 from .formats.onnx import OPSET
 from .quantize.embedding import int8_embeddings
 from .quantize.smooth import smooth
@@ -145,16 +145,13 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
         outputs = run_batched(session, subject.verify_inputs)
         fid = compare(subject.reference_outputs(), outputs, subject.verify_desc, subject.classification,
                       device=getattr(session, "device", "cpu"))
-        dtype_key = "fp32" if recipe.quant == "none" else recipe.quant
-        threshold = THRESHOLDS[dtype_key]
-        if recipe.min_cosine is not None or recipe.min_agreement is not None:
-            threshold = Threshold(threshold.min_cosine if recipe.min_cosine is None else recipe.min_cosine,
-                                  threshold.min_top1_agreement if recipe.min_agreement is None else recipe.min_agreement)
+        threshold = bar_for(recipe.quant, recipe.scheme, recipe.min_cosine, recipe.min_agreement)
         failures = threshold.failures(fid, subject.random_weights)
         if failures:
             ref = "the compressed eager fp32 model" if subject.compression else "eager fp32"
-            raise FidelityError(f"{name} not written: {'; '.join(failures)} vs {ref} on {fid.inputs}; "
-                                "use a milder quantization (e.g. --quant none) or check the model")
+            fix = ("keep the layers int8 hurts most float with --max-drop PT, or use --quant none"
+                   if recipe.quant == "int8" and recipe.max_drop is None else "use a milder quantization (e.g. --quant none)")
+            raise FidelityError(f"{name} not written: {'; '.join(failures)} vs {ref} on {fid.inputs}; {fix} or check the model")
         out_shape = ["batch", *outputs.shape[1:]]
         manifest = Manifest(
             name=name, format=fmt, task=subject.task, target=recipe.target,
@@ -166,7 +163,8 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             random_weights=subject.random_weights, compression=subject.compression, recipe=recipe.to_dict(),
             fidelity=fid.to_dict(),
             fidelity_threshold={"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,
-                                "agreement_enforced": not subject.random_weights},
+                                "agreement_enforced": bool(fid.top1_agreement is not None and not subject.random_weights
+                                                           and threshold.min_top1_agreement > 0)},
             versions=library_versions(), export_seconds=round(time.perf_counter() - t0, 2),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z")).to_dict()
         write_manifest(stage, manifest)

@@ -125,7 +125,7 @@ def test_user_module_needs_preprocess(tmp_path):
 
 
 def test_fidelity_failure_writes_nothing(tiny_clip_dir, tiny_images, tmp_path, monkeypatch):
-    monkeypatch.setitem(fidelity.THRESHOLDS, "int8", fidelity.Threshold(min_cosine=1.01, min_top1_agreement=1.0))
+    monkeypatch.setitem(fidelity.THRESHOLDS, "int8-dynamic", fidelity.Threshold(min_cosine=1.01, min_top1_agreement=1.0))
     out = tmp_path / "new" / "out"
     with pytest.raises(FidelityError, match="not written: mean cosine"):
         edgeclip.export(str(tiny_clip_dir), quant="int8", data=tiny_images, out=str(out), verify_size=6)

@@ -1,0 +1,149 @@
+"""The fidelity bar (exporter/fidelity.py): measured agreement, the gate that refuses a file wrong only in its
+arg-max, and verify's trust rules (the manifest may only tighten edgeclip's bar; edits that loosen it are tampering).
+
+Runs without ../shared: arrays built to the case, a user module, and the built-in model on the tiny image folder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import edgeclip
+import edgeclip.exporter.export as ex
+from edgeclip.errors import EdgeclipError, FidelityError
+from edgeclip.exporter import fidelity
+from edgeclip.exporter.fidelity import Threshold, compare, rule, trusted_bar
+from edgeclip.models.preprocess import Preprocess
+
+
+def _swapped(n: int = 40, flip: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Reference logits with a clear top-2 near-tie and a candidate that swaps the top two on ``flip`` rows:
+    cosine stays ~1, only the arg-max moves."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, (n, 5)) + 20.0
+    ref[:, 0] = 30.0
+    ref[:, 1] = 30.01
+    cand = ref.copy()
+    cand[:flip, [0, 1]] = cand[:flip, [1, 0]]
+    return ref.astype(np.float32), cand.astype(np.float32)
+
+
+def test_agreement_is_measured_not_assumed():
+    ref, cand = _swapped(40, 10)
+    f = compare(ref, cand, "test")
+    assert f.top1_agreement == pytest.approx(0.75) and f.mean_cosine > 0.99999
+    assert compare(ref, ref, "test").top1_agreement == 1.0
+    assert compare(ref, cand, "test", classification=False).top1_agreement is None
+
+
+def test_the_agreement_bar_refuses_an_argmax_only_error_and_waives_it_for_random_weights():
+    ref, cand = _swapped(40, 4)    # 90 % agreement, cosine ~1
+    f = compare(ref, cand, "test")
+    bar = rule("int8", "dynamic")
+    assert [m for m in bar.failures(f, random_weights=False) if "agreement" in m] and not [
+        m for m in bar.failures(f, random_weights=False) if "cosine" in m]
+    assert bar.failures(f, random_weights=True) == []
+    assert bar.failures(compare(ref, ref, "test"), random_weights=False) == []
+
+
+def test_int8_bars_are_the_documented_targets():
+    assert rule("int8", "dynamic").min_top1_agreement == 0.98 and rule("int8", "static").min_top1_agreement == 0.97
+    assert rule("none").min_top1_agreement == 0.995 and rule("int8", "weight-only") == rule("int8", "dynamic")
+
+
+class NearTie(torch.nn.Module):
+    """Logits with a 0.01 gap between classes 0 and 1 set by the image: a file that swaps them is wrong in
+    its answer only."""
+
+    def __init__(self, swap: bool = False):
+        super().__init__()
+        self.swap = swap
+
+    def forward(self, x):
+        s = x.mean(dim=(1, 2, 3))
+        gap = torch.where(s > 0, 0.01, -0.01)
+        base = torch.stack([30 + 0 * s, 30 + gap, 20 + s, 20 - s, 20 + 2 * s], dim=1)
+        return base[:, [1, 0, 2, 3, 4]] if self.swap else base
+
+
+def test_export_refuses_a_file_that_is_wrong_only_in_its_argmax(tmp_path, monkeypatch):
+    real = ex.PRODUCERS["onnx"]
+
+    def wrong_file(subject, recipe, stage):   # the file of another model whose answers differ, cosine ~1
+        from dataclasses import replace
+
+        return real(replace(subject, module=NearTie(swap=True)), recipe, stage)
+
+    monkeypatch.setitem(ex.PRODUCERS, "onnx", wrong_file)
+    torch.manual_seed(0)
+    with pytest.raises(FidelityError, match=r"top-1 agreement 0\.00% < 99\.5%"):
+        edgeclip.export(NearTie(), torch.randn(16, 3, 8, 8), preprocess=Preprocess(size=8), labels=list("abcde"), data=None,
+                        out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ verify's trust rules
+
+def _manifest(quant="int8", scheme="dynamic", recorded=(0.98, 0.98), random=False, overrides=(None, None)):
+    return {"name": "m", "random_weights": random,
+            "recipe": {"quant": quant, "scheme": scheme, "min_cosine": overrides[0], "min_agreement": overrides[1]},
+            "fidelity_threshold": {"min_cosine": recorded[0], "min_top1_agreement": recorded[1]}}
+
+
+def test_a_manifest_edited_to_a_looser_bar_is_tampered():
+    with pytest.raises(EdgeclipError, match="tampered"):
+        trusted_bar(_manifest(recorded=(0.98, 0.0)), random_weights=False)
+    with pytest.raises(EdgeclipError, match="tampered"):
+        trusted_bar(_manifest(recorded=(0.5, 0.98)), random_weights=False)
+    with pytest.raises(EdgeclipError, match="tampered"):   # bar and recipe edited together still miss edgeclip's rule
+        trusted_bar({**_manifest(recorded=(0.98, 0.0)), "fidelity_threshold": {}}, random_weights=False)
+
+
+def test_the_random_weights_waiver_is_rederived_from_the_source():
+    with pytest.raises(EdgeclipError, match="random.*rebuilt.*trained"):
+        trusted_bar(_manifest(random=True), random_weights=False)
+    bar, _ = trusted_bar(_manifest(random=True), random_weights=True)
+    assert bar == rule("int8", "dynamic")
+
+
+def test_a_manifest_may_only_tighten_and_an_export_time_loosening_is_not_honoured():
+    bar, notes = trusted_bar(_manifest(recorded=(0.99, 0.995)), random_weights=False)
+    assert bar == Threshold(0.99, 0.995) and notes == []
+    bar, notes = trusted_bar(_manifest(recorded=(0.98, 0.5), overrides=(None, 0.5)), random_weights=False)
+    assert bar == rule("int8", "dynamic") and "looser than edgeclip's int8 rule" in notes[0]
+    bar, notes = trusted_bar(_manifest(recorded=(0.98, 0.5), overrides=(None, 0.5)), False, min_agreement=0.5)
+    assert bar.min_top1_agreement == 0.5 and "set by the caller" in notes[-1]
+
+
+def test_min_agreement_zero_is_recorded_as_not_enforced(tiny_images, tmp_path):
+    [art] = edgeclip.export("edgeclip-fmnist", data=tiny_images, out=str(tmp_path), verify_size=6, min_agreement=0.0)
+    assert art.manifest["fidelity_threshold"]["agreement_enforced"] is False
+    [art2] = edgeclip.export("edgeclip-fmnist", data=tiny_images, out=str(tmp_path), verify_size=6, name="b")
+    assert art2.manifest["fidelity_threshold"]["agreement_enforced"] is True
+
+
+@pytest.mark.parametrize("edit", ["bar-zero", "claims-random"])
+def test_verify_refuses_an_edited_manifest_with_exit_2(edit, tiny_images, tmp_path):
+    from edgeclip.cli import main
+
+    [art] = edgeclip.export("edgeclip-fmnist", data=tiny_images, out=str(tmp_path), verify_size=6)
+    r = CliRunner().invoke(main, ["verify", str(art.dir)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((art.dir / "manifest.json").read_text())
+    if edit == "bar-zero":
+        m["fidelity_threshold"].update(min_top1_agreement=0.0, min_cosine=0.0)
+    else:
+        m["random_weights"] = True
+    (art.dir / "manifest.json").write_text(json.dumps(m))
+    r = CliRunner().invoke(main, ["verify", str(art.dir)])
+    assert r.exit_code == 2, r.output
+    assert "tampered" in r.output and r.output.count("Error:") == 1
+
+
+def test_stated_bars_live_in_one_table():
+    assert set(fidelity.THRESHOLDS) == {"fp32", "fp16", "bf16", "int8-dynamic", "int8-static", "int4"}
