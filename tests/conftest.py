@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = (ROOT / ".." / "shared").resolve()
+# EDGECLIP_TEST_SHARED points elsewhere (e.g. a missing folder, to run the suite as a clone without ../shared would)
+SHARED = Path(os.environ.get("EDGECLIP_TEST_SHARED", ROOT / ".." / "shared")).resolve()
 FIXTURE = SHARED / "fixtures" / "tiny_clip_fmnist"
 FMNIST = SHARED / "data" / "fashion_mnist"
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from edgeclip.errors import EdgeclipError
 
+from . import select
 from .calibration import Calibration, collect_inputs
 from .config import StructuredConfig
 from .report import PassReport, n_params
@@ -66,7 +67,7 @@ def _mlp(model, t: Tower, tname, blocks, cfg, calib, report) -> None:
         if k >= hidden:
             report.skipped.append({"layer": f"{tname}.{i}.mlp", "why": f"keeping {k} of {hidden} neurons removes nothing"})
             continue
-        keep = score.topk(k).indices.sort().values
+        keep = select.keep_top(score, k).sort().values
         p1, a1 = slot(block, t, "fc1")
         p2, a2 = slot(block, t, "fc2")
         setattr(p1, a1, _slice_linear(fc1, rows=keep))
@@ -95,7 +96,7 @@ def _heads(model, t: Tower, tname, blocks, cfg, calib, report) -> None:
         if k >= h:
             report.skipped.append({"layer": f"{tname}.{i}.attn", "why": f"keeping {k} of {h} heads removes nothing"})
             continue
-        kept = score.topk(k).indices.sort().values
+        kept = select.keep_top(score, k).sort().values
         cols = (kept[:, None] * hd + torch.arange(hd)[None]).flatten()
         rows = torch.cat([j * h * hd + cols for j in range(3)])
         p_in, a_in = slot(block, t, "attn_in")

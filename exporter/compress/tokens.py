@@ -17,6 +17,7 @@ from torch import nn
 
 from edgeclip.errors import EdgeclipError
 
+from . import select
 from .calibration import Calibration
 from .config import TokenConfig
 from .report import PassReport, n_params
@@ -42,7 +43,7 @@ class TokenDropBlock(nn.Module):
         o = (attn @ v).transpose(1, 2).reshape(b, n, h * hd)
         x = x + self.scale1(self.out_proj(o))
         score = attn[:, :, 0, self.prefix:].mean(1)                           # [B, patches]
-        idx = score.topk(self.keep, dim=-1).indices    # order is irrelevant: attention is permutation-equivariant and positions are already added
+        idx = select.keep_top(score, self.keep)    # order is irrelevant: attention is permutation-equivariant and positions are already added
         patches = torch.gather(x[:, self.prefix:], 1, idx.unsqueeze(-1).expand(b, self.keep, x.shape[-1]))
         x = torch.cat([x[:, :self.prefix], patches], dim=1)
         return x + self.scale2(self.mlp(self.norm2(x)))
