@@ -24,6 +24,14 @@ TINY_CFG = {
 }
 
 
+# One core's worth of threads per xdist worker.  With both workers at torch's default (all cores), OpenMP threads of
+# one process spin on the cores the other needs: measured here, tests that take 8 s alone took 95 s in the suite.
+# Benchmarks set their own thread counts (bench workers get --threads), so this only changes in-process work.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _per_worker = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_per_worker)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_per_worker))
+
 # Test files that take a minute or more (measured: tests/test_fixture_int8_matrix.py ~190 s, test_fixture_accuracy.py
 # ~85 s, test_packaging.py ~50 s, exporter/test_executorch.py ~55 s, models/test_families.py ~80 s on 2 cores).
 # pytest-xdist's loadfile hands files out in collection order, so when these come last one worker runs a long tail
