@@ -194,7 +194,7 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
 
 def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
                scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
-               dynamic_batch: bool = True, float_layers: tuple[str, ...] = ()) -> dict:
+               dynamic_batch: bool = True, float_layers: tuple[str, ...] = (), group_size: int = 32) -> dict:
     """Write ``module`` as an ExecuTorch program at ``path``; returns facts for the manifest.
 
     ``quant``: "none" (fp32) or "int8" (PT2E XNNPACKQuantizer, ``scheme`` "dynamic" or "static";
@@ -208,16 +208,16 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
 
     if delegate not in DELEGATES:
         raise EdgeclipError(f"unknown ExecuTorch delegate {delegate!r}; use one of {', '.join(DELEGATES)}")
-    if quant not in ("none", "int8"):
-        raise EdgeclipError(f"--quant {quant} is not available for .pte; use none or int8")
-    if quant == "int8" and delegate != "xnnpack":
-        raise EdgeclipError("int8 .pte needs the XNNPACK delegate (the portable kernels have no int8 linear); "
+    if quant not in ("none", "int8", "int4"):
+        raise EdgeclipError(f"--quant {quant} is not available for .pte; use none, int8 or int4")
+    if quant in ("int8", "int4") and delegate != "xnnpack":
+        raise EdgeclipError(f"{quant} .pte needs the XNNPACK delegate (the portable kernels have no {quant} linear); "
                             "use delegate xnnpack or --quant none")
     from edgeclip.exporter.quantize.attention import split_attention
 
     path = Path(path)
     seconds: dict[str, float] = {}
-    facts: dict = {"dtype": "int8" if quant == "int8" else "fp32", "delegate": delegate}
+    facts: dict = {"dtype": "fp32" if quant == "none" else quant, "delegate": delegate}
     n_mha = sum(isinstance(m, torch.nn.MultiheadAttention) for m in module.modules())
     if n_mha:   # separate q/k/v Linears: no q/k/v slices of the packed projection between XNNPACK partitions
         module = split_attention(module)
@@ -242,6 +242,13 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
                                                   float_layers=float_layers)
             seconds["quantize"] = round(time.perf_counter() - t, 2)
             seconds["quantize_stages"] = qinfo.pop("seconds")
+            facts.update(qinfo)
+        elif quant == "int4":
+            from edgeclip.exporter.quantize.torchao_8da4w import quantize_8da4w
+
+            t = time.perf_counter()
+            module, qinfo = quantize_8da4w(module, group_size, float_layers)
+            seconds["quantize"] = round(time.perf_counter() - t, 2)
             facts.update(qinfo)
 
         t = time.perf_counter()

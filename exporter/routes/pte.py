@@ -12,10 +12,10 @@ def produce(subject, recipe, stage: Path) -> dict:
     backend = recipe.backend_for("pte")
     facts = export_pte(subject.module, subject.example, model_path(stage, "pte"), quant=recipe.quant, scheme=recipe.scheme,
                        calib=subject.calib_inputs, delegate=backend,
-                       float_layers=tuple(recipe.float_layers))
+                       float_layers=tuple(recipe.float_layers), group_size=recipe.group_size)
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
-    return {"dtype": "int8", "scheme": recipe.scheme, "backend": backend, **facts}
+    return {"dtype": recipe.quant, "scheme": recipe.scheme, "backend": backend, **facts}
 
 
 register(Route("pte", "none", None, "xnnpack", "torch.export -> to_edge_transform_and_lower, XNNPACK delegate", produce,
@@ -26,7 +26,8 @@ register(Route("pte", "int8", "dynamic", "xnnpack", "PT2E XNNPACKQuantizer, dyna
 register(Route("pte", "int8", "static", "xnnpack", "PT2E XNNPACKQuantizer, static per-channel symmetric, calibrated", produce,
                mobile=True))
 
-refuse("int4 .pte (torchao 8da4w lowered to XNNPACK) is not built by edgeclip yet; int4 weights are in .onnx "
-       "(MatMulNBits)", format="pte", quant="int4")
+register(Route("pte", "int4", "dynamic", "xnnpack",
+               "torchao 8da4w: int4 weights per group (--group-size), int8 dynamic per-token activations, XNNPACK", produce,
+               mobile=True))
 refuse("{quant} .pte would need ExecuTorch's CUDA backend, which edgeclip does not build; .pte targets CPU/mobile "
        "delegates (XNNPACK)", format="pte", quant=("fp16", "bf16"))

@@ -60,7 +60,8 @@ for q in HALF:
     register(Route("ptl", q, None, "cuda", f"torch.jit.trace of the {q} model (fp32 inputs/outputs kept) -> TorchScript-lite; "
                    "runs on CUDA through the lite interpreter", half))
 
-refuse("the lite interpreter has no int4 kernels; int4 weights are in .onnx (MatMulNBits)", format="ptl", quant="int4")
+refuse("the lite interpreter has no int4 kernels; int4 weights are in .onnx (MatMulNBits) and .pte (torchao 8da4w, XNNPACK)",
+       format="ptl", quant="int4")
 refuse("{quant} .ptl runs on CUDA, so its backend is cuda (qnnpack / fbgemm / x86 are int8 CPU engines)",
        format="ptl", quant=HALF)
 refuse("the cuda backend builds fp16/bf16 TorchScript-lite only", backend="cuda")

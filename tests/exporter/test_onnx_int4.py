@@ -38,7 +38,6 @@ def test_group_size_is_honoured(int4_artifacts):
 
 @pytest.mark.parametrize("kw, msg", [
     (dict(quant="int4", group_size=7), "--group-size 7 is not available"),
-    (dict(quant="int4", formats=("pte",)), "int4 .pte"),
     (dict(quant="int4", formats=("ptl",)), "the lite interpreter has no int4 kernels"),
     (dict(quant="int4", target="cuda"), "--quant int4 artifacts run on CPU kernels"),
 ])
