@@ -69,7 +69,7 @@ MUTANTS = (
            "        if best is None or step > best[1]:", "        if best is None:",
            ("tests/exporter/compress/test_compression_gate.py",)),
     Mutant("verify trusts the manifest's bar", "exporter/fidelity.py",
-           "    loose = recorded.looser_than(expected)", "    loose = []", ("tests/exporter/test_fidelity.py",)),
+           "    loose = recorded.looser_than(written)", "    loose = []", ("tests/exporter/test_fidelity.py",)),
     Mutant("verify trusts the manifest's random-weights claim", "exporter/fidelity.py",
            'if bool(manifest.get("random_weights", False)) != bool(random_weights):', "if False:",
            ("tests/exporter/test_fidelity.py",)),

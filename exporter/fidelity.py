@@ -70,6 +70,11 @@ THRESHOLDS = {
 }
 
 
+# Bars earlier edgeclip builds wrote into manifests (int8 was 93 % agreement until the gates issue): such a manifest
+# is not tampered, but verify holds it to today's rule.
+EARLIER_BARS = {"int8": Threshold(min_cosine=0.98, min_top1_agreement=0.93)}
+
+
 def rule(quant: str, scheme: str | None = None) -> Threshold:
     """edgeclip's own bar for a precision: what export enforces unless told otherwise, and the floor verify
     holds a manifest to whatever it records."""
@@ -130,12 +135,19 @@ def trusted_bar(manifest: dict, random_weights: bool, min_cosine: float | None =
     expected = bar_for(quant, scheme, r.get("min_cosine"), r.get("min_agreement"))
     th = manifest.get("fidelity_threshold") or {}
     recorded = Threshold(float(th.get("min_cosine", -1.0)), float(th.get("min_top1_agreement", -1.0)))
-    loose = recorded.looser_than(expected)
+    written = expected   # the loosest bar an honest export of this recipe could have recorded
+    if quant in EARLIER_BARS and r.get("min_cosine") is None and r.get("min_agreement") is None:
+        e = EARLIER_BARS[quant]
+        written = Threshold(min(expected.min_cosine, e.min_cosine), min(expected.min_top1_agreement, e.min_top1_agreement))
+    loose = recorded.looser_than(written)
     if loose:
         raise EdgeclipError(f"{manifest.get('name')}: manifest.json records a fidelity bar looser than edgeclip's rule for "
                             f"its recipe ({'; '.join(loose)}): the manifest was edited (tampered); re-export the artifact")
     notes = []
     bar = recorded.tightest(floor)
+    if recorded.looser_than(expected) and not loose:
+        notes.append(f"exported under an earlier, looser {quant} bar ({'; '.join(recorded.looser_than(expected))}); "
+                     "held to today's rule")
     if expected.looser_than(floor):
         notes.append(f"exported with a bar looser than edgeclip's {quant} rule ({'; '.join(expected.looser_than(floor))}); "
                      "verify holds it to the rule unless you pass --min-agreement / --min-cosine")

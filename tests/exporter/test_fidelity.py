@@ -147,3 +147,10 @@ def test_verify_refuses_an_edited_manifest_with_exit_2(edit, tiny_images, tmp_pa
 
 def test_stated_bars_live_in_one_table():
     assert set(fidelity.THRESHOLDS) == {"fp32", "fp16", "bf16", "int8-dynamic", "int8-static", "int4"}
+
+
+def test_a_manifest_from_the_earlier_int8_bar_is_not_tampered_but_held_to_todays_rule():
+    bar, notes = trusted_bar(_manifest(recorded=(0.98, 0.93)), random_weights=False)
+    assert bar == rule("int8", "dynamic") and "earlier, looser int8 bar" in notes[0]
+    with pytest.raises(EdgeclipError, match="tampered"):
+        trusted_bar(_manifest(recorded=(0.98, 0.92)), random_weights=False)
