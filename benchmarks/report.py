@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgeclip.manifest import library_versions
 
+from edgeclip.runtimes.cpu_features import SPEED_FLAGS, cpu_flags  # noqa: F401  (reports state them)
+
 SCHEMA = "edgeclip.bench/2"   # /2: one row per artifact x threads, worker-process memory, recommendation
 
 COLUMNS = [  # (key, header, format)
@@ -43,29 +45,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-# The CPU features that decide int8 / bf16 speed: the same file can be 2x apart between machines of one
-# "kind" (seen: an AMD EPYC without VNNI and an Intel Xeon with AVX-512 VNNI and AMX), so every report says
-# which were present.  x86 names as /proc/cpuinfo "flags" spells them; ARM names from its "Features" line
-# (asimd = NEON, asimddp = dot product, i8mm = int8 matrix multiply, bf16).
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-               "asimd", "asimddp", "i8mm", "bf16", "sve")
-
-
-def cpu_flags(cpuinfo: str | None = None) -> list[str]:
-    """The ``SPEED_FLAGS`` this CPU has, in that order (empty when /proc/cpuinfo cannot be read)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    have: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            have.update(value.split())
-    return [f for f in SPEED_FLAGS if f in have]
 
 
 def cpu_label(env: dict) -> str:

@@ -170,9 +170,10 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--scheme", type=click.Choice(route_choices("scheme")), default=None, help="int8 scheme [dynamic].")
 @click.option("--backend", type=click.Choice(route_choices("backend")), default=None,
               help="Kernel backend the artifact targets [the format's own: onnxruntime for onnx, qnnpack for ptl "
-                   "(cuda for fp16/bf16 ptl), xnnpack for pte].")
+                   "(cuda for fp16/bf16 ptl, onednn for bf16 ptl on a cpu target), xnnpack for pte].")
 @click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default=None,
-              help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16/bf16 need cuda.")
+              help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16 needs cuda; bf16 runs on "
+                   "cuda, or on cpu where the CPU has AMX-BF16 / AVX512-BF16 (.ptl, oneDNN).")
 @click.option("--format", "formats", multiple=True, help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx].")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")

@@ -79,7 +79,7 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
     quant = ("fp32" if recipe.quant == "none" else f"int8-{recipe.scheme}" if recipe.quant == "int8"
              else f"int4-g{recipe.group_size}" if recipe.quant == "int4" else recipe.quant)
     backend = recipe.backend_for(fmt)
-    suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend == "portable" else ""
+    suffix = f"-{backend}" if (recipe.quant == "int8" and fmt == "ptl") or backend in ("portable", "onednn") else ""
     if recipe.compress is not None:
         suffix += f"-{recipe.compress.tag()}"
     return f"{model}-{subject.task}-{fmt}-{quant}{suffix}"

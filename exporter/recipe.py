@@ -83,6 +83,8 @@ class ExportRecipe:
         """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
         if self.formats:
             r = replace(self, formats=tuple(self.formats))
+        elif self.quant == "bf16" and self.target == "cpu" and self.backend is None:
+            r = replace(self, formats=("ptl",))     # the one format with CPU bf16 kernels (oneDNN through the lite interpreter)
         else:
             r = replace(self, formats=(format_of_backend(self.backend) if self.backend in choices("backend") else "onnx",))
         if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format)
@@ -100,10 +102,18 @@ class ExportRecipe:
             raise EdgeclipError(f"unknown --backend {r.backend!r}; use one of {', '.join(choices('backend'))}")
         if r.target is not None and r.target not in TARGETS:
             raise EdgeclipError(f"unknown --target {r.target!r}; use one of {', '.join(TARGETS)}")
-        r.target = r.target or ("cuda" if r.quant in HALF else "cpu")
-        if r.quant in HALF and r.target != "cuda":
+        r.target = r.target or ("cuda" if r.quant in HALF and r.backend != "onednn" else "cpu")
+        if r.quant == "bf16" and r.target == "cpu":
+            from edgeclip.runtimes.cpu_features import BF16_UNITS, bf16_units
+
+            if not bf16_units():
+                raise EdgeclipError(f"--quant bf16 --target cpu: this CPU has no bf16 matrix units ({', '.join(BF16_UNITS)}), so "
+                                    "bf16 would run emulated and save nothing; use --quant int8, or export on a CPU with "
+                                    "AMX-BF16 / AVX512-BF16 (edgeclip checks the machine it exports on)")
+        elif r.quant in HALF and r.target != "cuda":
             raise EdgeclipError(f"--quant {r.quant} builds CUDA artifacts and saves nothing on a {r.target} target (no fast "
-                                f"{r.quant} kernels there); use --target cuda, or --quant int8 for {r.target}")
+                                f"{r.quant} kernels there); use --target cuda, or --quant int8 for {r.target}"
+                                + ("; bf16 runs on CPUs with bf16 units: --quant bf16 --target cpu" if r.target == "cpu" else ""))
         if r.quant == "int4":
             from .quantize.onnxruntime_int4 import GROUP_SIZES
 
@@ -185,7 +195,7 @@ class ExportRecipe:
         if self.backend and (format_of_backend(self.backend) == fmt or len(self.formats or ()) <= 1):
             return self.backend
         if fmt == "ptl" and self.quant in HALF:
-            return "cuda"
+            return "onednn" if self.quant == "bf16" and self.target == "cpu" else "cuda"
         return default_backend(fmt)
 
     def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:

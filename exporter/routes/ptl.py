@@ -1,4 +1,5 @@
-"""TorchScript-lite routes (the lite interpreter): fp32, torch.ao int8 per CPU engine, fp16/bf16 for CUDA."""
+"""TorchScript-lite routes (the lite interpreter): fp32, torch.ao int8 per CPU engine, fp16/bf16 for CUDA, bf16 for
+CPUs with bf16 matrix units (oneDNN)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ def half(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.quantize.half import to_half
     from edgeclip.exporter.quantize.patch_embed import patch_embed_as_linear
 
-    # traced where it will run when a GPU is here (CUDA kernels, CUDA constants); else on the CPU, which
-    # records the same graph -- the lite interpreter maps the weights to the GPU at load time
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # CUDA routes are traced where they will run when a GPU is here (CUDA kernels, CUDA constants); else on the CPU,
+    # which records the same graph -- the lite interpreter maps the weights to the GPU at load time.  The onednn
+    # route is for the CPU: bf16 GEMMs on AMX-BF16 / AVX512-BF16 units through oneDNN.
+    device = "cuda" if torch.cuda.is_available() and recipe.target == "cuda" else "cpu"
     # SDPA attention and a GEMM patch embedding: the same function, the kernels a GPU runs fast
     model = to_half(patch_embed_as_linear(split_attention(subject.module)), recipe.quant, device)
     facts = export_ptl(model, subject.example.to(device), model_path(stage, "ptl"), mobile_optimize=False)
-    return {"dtype": recipe.quant, "backend": "cuda", "traced_on": device, "io_dtype": "float32",
+    return {"dtype": recipe.quant, "backend": recipe.backend_for("ptl"), "traced_on": device, "io_dtype": "float32",
             "rewrites": ["nn.MultiheadAttention -> q/k/v Linears + scaled_dot_product_attention",
                          "patchify Conv2d -> reshape + Linear (GEMM)"],
             "int8_ops": [], "float_ops": f"every op in {recipe.quant} except the fp32 input/output casts", **facts}
@@ -60,8 +62,12 @@ for q in HALF:
     register(Route("ptl", q, None, "cuda", f"torch.jit.trace of the {q} model (fp32 inputs/outputs kept) -> TorchScript-lite; "
                    "runs on CUDA through the lite interpreter", half))
 
+register(Route("ptl", "bf16", None, "onednn", "torch.jit.trace of the bf16 model (fp32 inputs/outputs kept) -> TorchScript-lite; "
+               "bf16 GEMMs on the CPU's AMX-BF16 / AVX512-BF16 units (oneDNN); refused on CPUs without them", half))
+
 refuse("the lite interpreter has no int4 kernels; int4 weights are in .onnx (MatMulNBits) and .pte (torchao 8da4w, XNNPACK)",
        format="ptl", quant="int4")
-refuse("{quant} .ptl runs on CUDA, so its backend is cuda (qnnpack / fbgemm / x86 are int8 CPU engines)",
-       format="ptl", quant=HALF)
+refuse("{quant} .ptl runs on CUDA (backend cuda), or for bf16 on CPUs with bf16 units (backend onednn, --target cpu); "
+       "qnnpack / fbgemm / x86 are int8 CPU engines", format="ptl", quant=HALF)
 refuse("the cuda backend builds fp16/bf16 TorchScript-lite only", backend="cuda")
+refuse("the onednn backend builds bf16 TorchScript-lite for CPUs with bf16 units only", backend="onednn")

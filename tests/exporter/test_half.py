@@ -86,3 +86,39 @@ def test_cuda_bench_rows(tiny_clip_dir, tiny_images, tmp_path):
     assert ptl["runtime"] == "torch-lite-interpreter-cuda" and ptl["throughput_img_s"] > 0 and "error" not in ptl
     graphs = [r for n, r in rows.items() if "CUDA graphs" in n]
     assert graphs and all("error" not in r and r["mean_cosine"] > 0.99 for r in graphs)
+
+
+# ------------------------------------------------------------------------------------------ bf16 on the CPU
+
+def _flags(monkeypatch, flags):
+    from edgeclip.runtimes import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda cpuinfo=None: list(flags))
+
+
+def test_cpu_bf16_is_refused_where_the_cpu_has_no_bf16_units(monkeypatch):
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.exporter.recipe import ExportRecipe
+
+    _flags(monkeypatch, ["avx2", "fma", "avx512f", "avx512_vnni"])   # the AMD EPYC seen on this machine kind
+    with pytest.raises(EdgeclipError, match="no bf16 matrix units.*save nothing; use --quant int8"):
+        ExportRecipe(quant="bf16", target="cpu").validated()
+    _flags(monkeypatch, ["avx2", "avx512_bf16", "amx_bf16"])
+    r = ExportRecipe(quant="bf16", target="cpu").validated()
+    assert r.formats == ("ptl",) and r.backend_for("ptl") == "onednn"
+    assert ExportRecipe(quant="bf16", backend="onednn").validated().target == "cpu"
+    with pytest.raises(EdgeclipError, match="fp16 builds CUDA artifacts"):
+        ExportRecipe(quant="fp16", target="cpu").validated()
+
+
+@pytest.mark.skipif(not __import__("edgeclip.runtimes.cpu_features", fromlist=["x"]).bf16_units(),
+                    reason="this CPU has no bf16 matrix units (amx_bf16 / avx512_bf16): the route is refused here")
+def test_cpu_bf16_ptl_runs_on_the_cpu_and_is_verified_there(tiny_clip_dir, tiny_images, tmp_path):
+    (art,) = edgeclip.export(str(tiny_clip_dir), quant="bf16", target="cpu", data=tiny_images, out=str(tmp_path),
+                             verify_size=18, min_agreement=0.0)   # random toy: near-tied logits
+    m = art.manifest
+    assert art.name.endswith("ptl-bf16-onednn") and m["target"] == "cpu" and m["quantization"]["backend"] == "onednn"
+    assert m["quantization"]["traced_on"] == "cpu" and m["fidelity"]["device"] == "cpu"
+    assert m["fidelity"]["mean_cosine"] >= 0.995
+    sess = load(art)
+    assert sess.device == "cpu" and sess.run(np.zeros((2, 3, 32, 32), np.float32)).dtype == np.float32

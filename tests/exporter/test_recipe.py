@@ -23,7 +23,7 @@ def test_defaults_resolve():
     ({"quant": "bf16", "formats": ("onnx",)}, "bf16 ONNX is not offered"),
     ({"quant": "none", "backend": "cuda"}, "the cuda backend builds fp16/bf16 TorchScript-lite only"),
     ({"target": "tpu"}, "unknown --target 'tpu'"),
-    ({"quant": "fp16", "formats": ("ptl",), "backend": "qnnpack"}, "fp16 .ptl runs on CUDA, so its backend is cuda"),
+    ({"quant": "fp16", "formats": ("ptl",), "backend": "qnnpack"}, "fp16 .ptl runs on CUDA (backend cuda)"),
     ({"quant": "none", "scheme": "static"}, "only applies to --quant int8"),
     ({"formats": ("tflite",)}, "unknown format 'tflite'"),
     ({"quant": "int2"}, "unknown --quant 'int2'"),
