@@ -166,7 +166,7 @@ def _handle(state: _State, cmd: str, arg: dict):
 
 
 def worker_main(conn: Connection, subject: Subject) -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # the OpenMP wait policy is the one the parent passed on (default unless the user set one; see edgeclip/cli.py)
     fault = os.environ.get(FAULT_ENV, "")
     state = None
     while True:
