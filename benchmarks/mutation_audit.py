@@ -38,7 +38,7 @@ MUTANTS = (
            "agree = float((reference.argmax(-1) == candidate.argmax(-1)).mean()) if classification else None",
            "agree = 1.0 if classification else None", ("tests/exporter/test_fidelity.py",)),
     Mutant("agreement check removed from the gate", "exporter/fidelity.py",
-           "if f.top1_agreement is not None and not random_weights and f.top1_agreement < self.min_top1_agreement:",
+           "if self.enforces_agreement(f, random_weights) and f.top1_agreement < self.min_top1_agreement:",
            "if False:", ("tests/exporter/test_fidelity.py",)),
     Mutant("healing by gradient ascent", "exporter/compress/heal.py", "        loss.backward()", "        (-loss).backward()",
            ("tests/exporter/compress/test_selection_quality.py::test_healing_lowers_the_distillation_loss_and_raises_agreement",)),

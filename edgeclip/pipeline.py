@@ -180,9 +180,7 @@ def verify(artifact: str | Path | Artifact, *, data: str | None = None, verify_s
     bar, notes = trusted_bar(m, prep.random_weights, min_cosine, min_agreement)
     failures = bar.failures(fid, prep.random_weights)
     result.update(fidelity=fid.to_dict(), passed=not failures, failures=failures,
-                  threshold={"min_cosine": bar.min_cosine, "min_top1_agreement": bar.min_top1_agreement,
-                             "agreement_enforced": bool(fid.top1_agreement is not None and not prep.random_weights
-                                                        and bar.min_top1_agreement > 0),
+                  threshold={**bar.to_dict(fid, prep.random_weights),
                              "from": "edgeclip's rule for the recorded recipe, tightened by the manifest"},
                   notes=notes)
     return result

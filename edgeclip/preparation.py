@@ -357,8 +357,7 @@ def gate_compression(prep: Prepared, subject: ExportSubject, data: LabeledImages
                                                                                             subject.verify_inputs), before)))
                        for name, build in prep.stages]
     start = gate.cost_of(compression_cost(prep, subject, data, before, before))
-    raise FidelityError(gate.refusal(gate.cost_of(cost), bar, subject.verify_desc, gate.worst_pass(stage_costs, start),
-                                     {**cost, "passes": names}))
+    raise FidelityError(gate.refusal(gate.cost_of(cost), bar, subject.verify_desc, gate.worst_pass(stage_costs, start), cost))
 
 
 def preprocessed_images(data: LabeledImages, pre: Preprocess, cache: dict, progress: bool) -> np.ndarray:

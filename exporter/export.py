@@ -162,9 +162,7 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             tokenizer=subject.tokenizer, quantization=quant_info, source=subject.source,
             random_weights=subject.random_weights, compression=subject.compression, recipe=recipe.to_dict(),
             fidelity=fid.to_dict(),
-            fidelity_threshold={"min_cosine": threshold.min_cosine, "min_top1_agreement": threshold.min_top1_agreement,
-                                "agreement_enforced": bool(fid.top1_agreement is not None and not subject.random_weights
-                                                           and threshold.min_top1_agreement > 0)},
+            fidelity_threshold=threshold.to_dict(fid, subject.random_weights),
             versions=library_versions(), export_seconds=round(time.perf_counter() - t0, 2),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z")).to_dict()
         write_manifest(stage, manifest)

@@ -34,14 +34,27 @@ class Threshold:
     min_cosine: float
     min_top1_agreement: float
 
+    def enforces_agreement(self, f: Fidelity, random_weights: bool) -> bool:
+        """Whether the agreement bar applies: classes to agree on, trained weights, and a bar above 0."""
+        return f.top1_agreement is not None and not random_weights and self.min_top1_agreement > 0
+
     def failures(self, f: Fidelity, random_weights: bool) -> list[str]:
         bad = []
         if f.mean_cosine < self.min_cosine:
             bad.append(f"mean cosine {f.mean_cosine:.5f} < {self.min_cosine}")
-        if f.top1_agreement is not None and not random_weights and f.top1_agreement < self.min_top1_agreement:
+        if self.enforces_agreement(f, random_weights) and f.top1_agreement < self.min_top1_agreement:
             bad.append(f"top-1 agreement {100 * f.top1_agreement:.2f}% < {100 * self.min_top1_agreement:.1f}%")
         return bad
 
+    def to_dict(self, f: Fidelity, random_weights: bool) -> dict:
+        """The manifest's / verify report's record of the bar applied to ``f``."""
+        return {"min_cosine": self.min_cosine, "min_top1_agreement": self.min_top1_agreement,
+                "agreement_enforced": self.enforces_agreement(f, random_weights)}
+
+    def overridden(self, min_cosine: float | None = None, min_agreement: float | None = None) -> "Threshold":
+        """This bar with a caller's explicit values (``--min-cosine`` / ``--min-agreement``) in place of its own."""
+        return Threshold(self.min_cosine if min_cosine is None else min_cosine,
+                         self.min_top1_agreement if min_agreement is None else min_agreement)
 
     def looser_than(self, other: "Threshold") -> list[str]:
         """Where this bar lets through what ``other`` would refuse."""
@@ -54,6 +67,9 @@ class Threshold:
 
     def tightest(self, other: "Threshold") -> "Threshold":
         return Threshold(max(self.min_cosine, other.min_cosine), max(self.min_top1_agreement, other.min_top1_agreement))
+
+    def loosest(self, other: "Threshold") -> "Threshold":
+        return Threshold(min(self.min_cosine, other.min_cosine), min(self.min_top1_agreement, other.min_top1_agreement))
 
 
 # The stated bars, the one place they are set (README "Fidelity" quotes them): float artifacts must be numerically
@@ -85,9 +101,7 @@ def rule(quant: str, scheme: str | None = None) -> Threshold:
 
 def bar_for(quant: str, scheme: str | None, min_cosine: float | None = None, min_agreement: float | None = None) -> Threshold:
     """The rule with a user's explicit overrides (``--min-cosine`` / ``--min-agreement``) applied."""
-    base = rule(quant, scheme)
-    return Threshold(base.min_cosine if min_cosine is None else min_cosine,
-                     base.min_top1_agreement if min_agreement is None else min_agreement)
+    return rule(quant, scheme).overridden(min_cosine, min_agreement)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,22 +151,20 @@ def trusted_bar(manifest: dict, random_weights: bool, min_cosine: float | None =
     recorded = Threshold(float(th.get("min_cosine", -1.0)), float(th.get("min_top1_agreement", -1.0)))
     written = expected   # the loosest bar an honest export of this recipe could have recorded
     if quant in EARLIER_BARS and r.get("min_cosine") is None and r.get("min_agreement") is None:
-        e = EARLIER_BARS[quant]
-        written = Threshold(min(expected.min_cosine, e.min_cosine), min(expected.min_top1_agreement, e.min_top1_agreement))
+        written = expected.loosest(EARLIER_BARS[quant])
     loose = recorded.looser_than(written)
     if loose:
         raise EdgeclipError(f"{manifest.get('name')}: manifest.json records a fidelity bar looser than edgeclip's rule for "
                             f"its recipe ({'; '.join(loose)}): the manifest was edited (tampered); re-export the artifact")
     notes = []
     bar = recorded.tightest(floor)
-    if recorded.looser_than(expected) and not loose:
+    if recorded.looser_than(expected):   # but not than ``written``: an earlier build's bar
         notes.append(f"exported under an earlier, looser {quant} bar ({'; '.join(recorded.looser_than(expected))}); "
                      "held to today's rule")
     if expected.looser_than(floor):
         notes.append(f"exported with a bar looser than edgeclip's {quant} rule ({'; '.join(expected.looser_than(floor))}); "
                      "verify holds it to the rule unless you pass --min-agreement / --min-cosine")
     if min_cosine is not None or min_agreement is not None:
-        bar = Threshold(bar.min_cosine if min_cosine is None else min_cosine,
-                        bar.min_top1_agreement if min_agreement is None else min_agreement)
+        bar = bar.overridden(min_cosine, min_agreement)
         notes.append(f"bar set by the caller: cosine >= {bar.min_cosine}, agreement >= {bar.min_top1_agreement}")
     return bar, notes

@@ -120,7 +120,5 @@ def refusal(cost: Cost, bar: CostBar, inputs: str, culprit: tuple[str, float] | 
         name, step = culprit
         share = f"{step:.4f} cosine" if cost.is_cosine else f"{step:+.2f} pt"
         line += f"; the pass that cost most: {name} ({share}); relax {knob(name)}"
-    elif v.get("passes"):
-        line += f"; relax {knob(v['passes'][0])}"
     accept = "--accept-drop 100" if cost.is_cosine else f"--accept-drop {math.ceil(cost.value * 10) / 10:g}"
     return line + f", or pass {accept} to take the loss knowingly; nothing was written"
