@@ -350,14 +350,14 @@ def gate_compression(prep: Prepared, subject: ExportSubject, data: LabeledImages
     record = {**prep.compression, "vs_uncompressed": cost, "gate": decision}
     if decision["passed"]:
         return record
+    total = gate.cost_of(cost)
     names = [p["name"] for p in prep.compression.get("passes", [])]
-    stage_costs = [(names[-1], gate.cost_of(cost))] if names else []    # one pass: it is the one
+    stage_costs = [(names[-1], total)] if names else []    # one pass: it is the one
     if prep.stages:
         stage_costs = [(name, gate.cost_of(compression_cost(prep, subject, data, run_batched(TorchEagerSession(build()),
                                                                                             subject.verify_inputs), before)))
                        for name, build in prep.stages]
-    start = gate.cost_of(compression_cost(prep, subject, data, before, before))
-    raise FidelityError(gate.refusal(gate.cost_of(cost), bar, subject.verify_desc, gate.worst_pass(stage_costs, start), cost))
+    raise FidelityError(gate.refusal(total, bar, subject.verify_desc, gate.worst_pass(stage_costs, gate.no_cost(total)), cost))
 
 
 def preprocessed_images(data: LabeledImages, pre: Preprocess, cache: dict, progress: bool) -> np.ndarray:

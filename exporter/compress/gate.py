@@ -68,6 +68,12 @@ def cost_of(vs_uncompressed: dict) -> Cost:
     return Cost(v["mean_cosine"], "mean_cosine")
 
 
+def no_cost(like: Cost) -> Cost:
+    """The uncompressed model's own cost in ``like``'s measure (nothing dropped, cosine 1): where the
+    pass-by-pass steps of ``worst_pass`` start."""
+    return Cost(1.0 if like.is_cosine else 0.0, like.measure)
+
+
 def over(cost: Cost, bar: CostBar) -> bool:
     if cost.is_cosine:
         return bar.source != "--accept-drop" and cost.value < ENCODER_MIN_COSINE

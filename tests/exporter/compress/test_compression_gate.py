@@ -52,12 +52,13 @@ def test_bar_comes_from_accept_drop_then_max_drop_then_default():
 
 
 def test_worst_pass_is_the_largest_step_not_the_first_or_last():
-    start = gate.Cost(0.0, "top1_drop_pt")
+    start = gate.no_cost(gate.Cost(4.0, "top1_drop_pt"))
+    assert start == gate.Cost(0.0, "top1_drop_pt") and gate.no_cost(gate.Cost(0.8, "mean_cosine")) == gate.Cost(1.0, "mean_cosine")
     stages = [("svd", gate.Cost(0.5, "top1_drop_pt")), ("tokens", gate.Cost(6.0, "top1_drop_pt")),
               ("heal", gate.Cost(4.0, "top1_drop_pt"))]
     assert gate.worst_pass(stages, start) == ("tokens", 5.5)
     cos = [("svd", gate.Cost(0.99, "mean_cosine")), ("tokens", gate.Cost(0.80, "mean_cosine"))]
-    assert gate.worst_pass(cos, gate.Cost(1.0, "mean_cosine"))[0] == "tokens"
+    assert gate.worst_pass(cos, gate.no_cost(cos[-1][1]))[0] == "tokens"
 
 
 # ------------------------------------------------------------------------------------------ through export
