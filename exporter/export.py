@@ -27,7 +27,6 @@ from .fidelity import bar_for, compare
 from .formats.onnx import OPSET
 from .quantize.embedding import int8_embeddings
 from .quantize.smooth import smooth
-from .provenance import shared_provenance
 from .recipe import FORMATS, ExportRecipe, slug
 from .routes import find
 
@@ -87,10 +86,8 @@ def artifact_name(subject: ExportSubject, recipe: ExportRecipe, fmt: str) -> str
 
 
 def _produce(subject: ExportSubject, recipe: ExportRecipe, stage: Path, fmt: str) -> dict:
-    """The registered route's producer (``recipe`` is validated, so the route exists), with FX provenance shared
-    rather than deep-copied at every pass (``provenance``: a quarter of a .pte lowering's time)."""
-    with shared_provenance():
-        return find(fmt, recipe.quant, recipe.scheme, recipe.backend_for(fmt)).produce(subject, recipe, stage)
+    """The registered route's producer (``recipe`` is validated, so the route exists)."""
+    return find(fmt, recipe.quant, recipe.scheme, recipe.backend_for(fmt)).produce(subject, recipe, stage)
 
 
 # one entry per format (a seam the failure-injection tests patch); each dispatches to the registered route

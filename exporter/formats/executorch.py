@@ -27,7 +27,7 @@ Choices, each measured on the 6-block width-192 fixture ViT (2 shared CPU cores)
   XNNPACK's 17 preprocess passes per partition (~40 %, ~2.5 s of it a one-time build of its
   bilinear/SDPA pattern graphs per process).  Neither is configurable through public API.  Deep copies of
   FX provenance records at every pass were another ~20 % (73 -> 54 s for the whole int8 static export, 3
-  interleaved pairs 67-84 s vs 55-68 s); ``exporter.provenance`` shares them while a route produces its file.
+  interleaved pairs 67-84 s vs 55-68 s); ``exporter.provenance`` shares them while ``export_pte`` runs.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError, first_line
+from edgeclip.exporter.provenance import shared_provenance
 
 DELEGATES = ("xnnpack", "portable")
 MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
@@ -194,6 +195,7 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
     }
 
 
+@shared_provenance()
 def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
                scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
                dynamic_batch: bool = True, float_layers: tuple[str, ...] = (), group_size: int = 32) -> dict:
