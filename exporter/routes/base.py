@@ -4,15 +4,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from edgeclip.manifest import MODEL_FILES
 
 if TYPE_CHECKING:
+    import torch
+
     from edgeclip.exporter.export import ExportSubject
     from edgeclip.exporter.recipe import ExportRecipe
 
 Producer = Callable[["ExportSubject", "ExportRecipe", Path], dict]
+
+
+class ModelRewrite(Protocol):
+    """A model-level precision pass (torch.ao, half casts): the torch module in, the module the format's writer
+    traces out, with the manifest facts of what it did.  It never sees a file."""
+
+    def __call__(self, module: "torch.nn.Module", subject: "ExportSubject", recipe: "ExportRecipe") -> tuple["torch.nn.Module", dict]: ...
+
+
+class ModelWriter(Protocol):
+    """A format's writer: traces ``module`` and writes the model file at ``path``; returns the file's facts."""
+
+    def __call__(self, module: "torch.nn.Module", subject: "ExportSubject", recipe: "ExportRecipe", path: Path) -> dict: ...
+
+
+class FileRewrite(Protocol):
+    """A file-level precision pass (onnxruntime's quantizers, fp16 conversion): reads the fp32 file at ``src`` that
+    the format's writer made, writes the file that ships at ``dst``; returns its manifest facts.  It never sees
+    the torch module, so it is the place for a quantizer that works on files."""
+
+    def __call__(self, src: Path, dst: Path, subject: "ExportSubject", recipe: "ExportRecipe") -> dict: ...
+
+
+FileSource = Callable[["ExportSubject", "ExportRecipe", Path], "tuple[Path, dict]"]   # writes the fp32 file to rewrite
 
 
 def model_path(stage: Path, fmt: str) -> Path:
@@ -43,6 +69,31 @@ class Route:
 
 _ROUTES: dict[tuple, Route] = {}
 _REFUSALS: list[tuple[dict, str]] = []
+
+
+def model_route(fmt: str, quant: str, scheme: str | None, backend: str, how: str, write: ModelWriter,
+                rewrite: ModelRewrite | None = None, *, mobile: bool = False) -> Route:
+    """A route that applies ``rewrite`` to the module (no rewrite: the fp32 module as it is), then writes it with
+    the format's writer."""
+    def produce(subject, recipe, stage: Path) -> dict:
+        module, facts = rewrite(subject.module, subject, recipe) if rewrite else (subject.module, {"dtype": "fp32", "method": "none"})
+        return {**facts, **write(module, subject, recipe, model_path(stage, fmt))}
+
+    return Route(fmt, quant, scheme, backend, how, produce, level="model", mobile=mobile)
+
+
+def file_route(fmt: str, quant: str, scheme: str | None, backend: str, how: str, source: FileSource, rewrite: FileRewrite,
+               *, mobile: bool = False) -> Route:
+    """A route that writes the fp32 file with ``source``, rewrites it with ``rewrite`` into the shipped file and
+    removes the fp32 one (also when the rewrite fails: the staging folder holds only what ships)."""
+    def produce(subject, recipe, stage: Path) -> dict:
+        src, facts = source(subject, recipe, stage)
+        try:
+            return {**rewrite(src, model_path(stage, fmt), subject, recipe), **facts}
+        finally:
+            src.unlink(missing_ok=True)
+
+    return Route(fmt, quant, scheme, backend, how, produce, level="file", mobile=mobile)
 
 
 def register(route: Route) -> Route:

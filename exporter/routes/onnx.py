@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from .base import Route, model_path, refuse, register
+from .base import Route, file_route, model_path, refuse, register
 
 
 def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
@@ -15,7 +16,6 @@ def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
     from edgeclip.exporter.quantize.attention import split_attention
 
     fp32 = stage / "fp32.onnx.tmp"
-    # int8: separate q/k/v Linears so the attention projections are quantized too (same function)
     module = split_attention(subject.module) if split else subject.module
     export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
     facts: dict = {}
@@ -33,68 +33,57 @@ def fp32(subject, recipe, stage: Path) -> dict:
     return {"dtype": "fp32", "method": "none", **facts}
 
 
-def fp16(subject, recipe, stage: Path) -> dict:
+def fp16(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.half import convert_onnx_fp16
 
-    src, facts = _fp32_file(subject, recipe, stage, split=False)
-    info = convert_onnx_fp16(src, model_path(stage, "onnx"))
-    src.unlink()
-    return {"dtype": "fp16", "backend": "onnxruntime", **info, **facts}
+    return {"dtype": "fp16", "backend": "onnxruntime", **convert_onnx_fp16(src, dst)}
 
 
-def int8_dynamic(subject, recipe, stage: Path) -> dict:
+def int8_dynamic(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 
-    src, facts = _fp32_file(subject, recipe, stage, split=True)
     config = OrtDynamicConfig(exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
-    info = quantize_onnx_dynamic(src, model_path(stage, "onnx"), config)
-    info["float_layers"] = list(recipe.float_layers)
-    src.unlink()
-    return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
+    info = quantize_onnx_dynamic(src, dst, config)
+    return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
-def int8_static(subject, recipe, stage: Path) -> dict:
+def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 
-    src, facts = _fp32_file(subject, recipe, stage, split=True)
     keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
     config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(dict.fromkeys(keep)))
     ranked = []
     if recipe.sensitive_float:
         ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
         config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
-    info = quantize_onnx_static(src, model_path(stage, "onnx"), subject.calib_inputs, subject.input_name, config)
+    info = quantize_onnx_static(src, dst, subject.calib_inputs, subject.input_name, config)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
-    info["float_layers"] = list(recipe.float_layers)
-    src.unlink()
-    return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, **facts}
+    return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
-register(Route("onnx", "none", None, "onnxruntime", "torch.onnx.export (dynamo, opset 18)", fp32))
-register(Route("onnx", "int8", "dynamic", "onnxruntime",
-               "onnxruntime quantize_dynamic, per-channel int8 weights in a 7-bit range (no saturation on pre-VNNI x86)",
-               int8_dynamic, level="file"))
-register(Route("onnx", "int8", "static", "onnxruntime",
-               "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float", int8_static, level="file"))
-def int4(subject, recipe, stage: Path) -> dict:
+def int4(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_int4 import quantize_onnx_int4
 
-    src, facts = _fp32_file(subject, recipe, stage, split=True)
-    info = quantize_onnx_int4(src, model_path(stage, "onnx"), recipe.group_size,
-                              exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
-    info["float_layers"] = list(recipe.float_layers)
-    src.unlink()
-    return {"dtype": "int4", "scheme": "dynamic", "backend": "onnxruntime", **info, **facts}
+    info = quantize_onnx_int4(src, dst, recipe.group_size, exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
+    return {"dtype": "int4", "scheme": "dynamic", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
-register(Route("onnx", "int4", "dynamic", "onnxruntime",
-               "onnxruntime MatMulNBits: int4 weights per group (--group-size), int8 activations at run time", int4,
-               level="file"))
-register(Route("onnx", "fp16", None, "onnxruntime", "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), "
-               "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", fp16, level="file"))
+# int8 / int4: separate q/k/v Linears so the attention projections are quantized too (same function)
+_SPLIT, _WHOLE = partial(_fp32_file, split=True), partial(_fp32_file, split=False)
+
+register(Route("onnx", "none", None, "onnxruntime", "torch.onnx.export (dynamo, opset 18)", fp32))
+register(file_route("onnx", "int8", "dynamic", "onnxruntime",
+                    "onnxruntime quantize_dynamic, per-channel int8 weights in a 7-bit range (no saturation on pre-VNNI x86)",
+                    _SPLIT, int8_dynamic))
+register(file_route("onnx", "int8", "static", "onnxruntime",
+                    "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float", _SPLIT, int8_static))
+register(file_route("onnx", "int4", "dynamic", "onnxruntime",
+                    "onnxruntime MatMulNBits: int4 weights per group (--group-size), int8 activations at run time", _SPLIT, int4))
+register(file_route("onnx", "fp16", None, "onnxruntime", "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), "
+                    "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", _WHOLE, fp16))
 
 refuse("bf16 ONNX is not offered (onnxruntime's bf16 kernel coverage is partial and its CPU EP cannot run the file to "
        "verify it)", format="onnx", quant="bf16")
