@@ -25,6 +25,7 @@ from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.manifest import Artifact
 from edgeclip.models.datasets import LabeledImages, load_dataset
 from edgeclip.models.factory import LoadedModel, load_model
+from edgeclip.models.facts import FactsView, ModelFacts
 from edgeclip.models.families import patch_for_export
 from edgeclip.models.preprocess import Preprocess
 from edgeclip.runtimes.base import run_batched
@@ -62,17 +63,13 @@ def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:
 
 
 @dataclass
-class Prepared:
-    """A module ready to export or run, with the facts that travel with it."""
+class Prepared(FactsView):
+    """A module ready to export or run: its manifest facts, what builds captions for it (a CLIP's tokenizer,
+    templates and prompt names) and, when it was compressed, what measures the cost."""
 
     module: torch.nn.Module
-    task: str
-    preprocess: Preprocess | None
-    classes: list[str]
-    source: dict
-    random_weights: bool
+    facts: ModelFacts
     tokenizer: Any = None
-    tokenizer_info: dict | None = None
     templates: list[str] | None = None
     prompt_names: list[str] | None = None
     compression: dict | None = None           # the compression report, when passes ran
@@ -105,9 +102,10 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
                                                         _flop_inputs(pre, None), raw)
             original = model.eval()
             stages = _stage_builders(raw, put_back)
-        return Prepared(module, task, pre, classes, {"model": f"user module {type(model).__name__}", "pretrained": None},
-                        bool(getattr(model, "random_weights", False)), compression=report, uncompressed=original,
-                        stages=stages)
+        facts = ModelFacts(task, classes if task == "classifier" else [],
+                           {"model": f"user module {type(model).__name__}", "pretrained": None},
+                           bool(getattr(model, "random_weights", False)), pre if task != "text-encoder" else None)
+        return Prepared(module, facts, compression=report, uncompressed=original, stages=stages)
     # the image encoder needs no tokenizer: one that cannot be loaded here is noted in the manifest's source
     loaded: LoadedModel = load_model(model, pretrained, tokenizer_optional=task == "image-encoder", **(model_kwargs or {}))
     templates = list(templates) if templates else None
@@ -137,9 +135,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
     uncompressed = None
     if original is not None:
         uncompressed = wrap(replace(loaded, model=original))
-    return Prepared(module, task, loaded.preprocess if task != "text-encoder" else None, list(classes), loaded.source,
-                    loaded.random_weights, loaded.tokenizer, loaded.tokenizer_info,
-                    templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names,
+    return Prepared(module, loaded.facts(task, classes), loaded.tokenizer, templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names,
                     compression=report, uncompressed=uncompressed, stages=stages)
 
 
@@ -241,12 +237,11 @@ def export_subject(prep: Prepared, data: LabeledImages | None, verify_size: int,
         else:
             raise EdgeclipError("no images to verify the artifact on; pass data='fashion-mnist' / --data SPEC or an example input")
         in_name, out_name = "pixel_values", "logits" if prep.task == "classifier" else "image_embeddings"
-    subject = ExportSubject(prep.module, prep.task, prep.classes, prep.preprocess.to_dict() if prep.preprocess else None,
-                            prep.source, prep.random_weights, in_name, out_name, inputs, desc, prep.tokenizer_info)
+    subject = ExportSubject(prep.module, prep.facts, in_name, out_name, inputs, desc)
     ref = subject.reference_outputs()
     patched, notes = patch_for_export(prep.module)
     if notes:   # the file ships the patched form; the fidelity bar stays the model as loaded (``ref`` above)
-        subject = replace(subject, module=patched, source={**prep.source, "export_patches": notes})
+        subject = replace(subject, module=patched, facts=prep.facts.noting(export_patches=notes))
     if prep.task == "classifier" and ref.shape[-1] != len(prep.classes):
         raise EdgeclipError(f"the model has {ref.shape[-1]} outputs but {len(prep.classes)} labels were given; "
                             "pass one label per output")
@@ -329,7 +324,7 @@ def compression_cost(prep: Prepared, subject: ExportSubject, data: LabeledImages
     before = run_batched(TorchEagerSession(prep.uncompressed), subject.verify_inputs) if before is None else before
     after = subject.reference_outputs() if after is None else after
     out = compare(before, after, subject.verify_desc, subject.classification).to_dict()
-    if subject.classification and data is not None and subject.task != "text-encoder":
+    if subject.classification and data is not None:
         labels = np.asarray(data.take(len(subject.verify_inputs)).labels)
         out["top1_uncompressed"] = round(100 * float((before.argmax(-1) == labels).mean()), 2)
         out["top1_compressed"] = round(100 * float((after.argmax(-1) == labels).mean()), 2)

@@ -18,6 +18,7 @@ import torch
 from edgeclip.errors import FidelityError
 from edgeclip.manifest import (MODEL_FILES, Artifact, FileEntry, Manifest, TensorSpec, library_versions, sha256_file,
                                write_manifest)
+from edgeclip.models.facts import FactsView, ModelFacts
 from edgeclip.runtimes.base import run_batched
 from edgeclip.runtimes.torch_eager import TorchEagerSession
 
@@ -32,20 +33,16 @@ from .routes import find
 
 
 @dataclass
-class ExportSubject:
-    """The module to export and the facts that travel with it into every manifest."""
+class ExportSubject(FactsView):
+    """The module to export, its manifest facts (shared with the prepared model it came from, not copied) and
+    the real inputs every format is verified, calibrated and accuracy-controlled on."""
 
     module: torch.nn.Module
-    task: str
-    classes: list[str]
-    preprocess: dict | None            # Preprocess.to_dict(), None for the text encoder
-    source: dict
-    random_weights: bool
+    facts: ModelFacts
     input_name: str
     output_name: str
     verify_inputs: np.ndarray          # real images (preprocessed) or real captions (token ids)
     verify_desc: str
-    tokenizer: dict | None = None
     calib_inputs: np.ndarray | None = field(default=None, repr=False)   # for static int8; never the eval split
     calib_desc: str | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
@@ -59,10 +56,6 @@ class ExportSubject:
     def example(self) -> torch.Tensor:
         """Two real inputs: what every format traces / exports with (batch 2 so batch is not a constant 1)."""
         return torch.from_numpy(self.verify_inputs[:2])
-
-    @property
-    def classification(self) -> bool:
-        return self.task == "classifier"
 
     def reference_outputs(self) -> np.ndarray:
         if self.reference is None:
@@ -158,8 +151,8 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
             file=FileEntry(model_file.name, model_file.stat().st_size, sha256_file(model_file)),
             inputs=[TensorSpec(subject.input_name, ["batch", *subject.verify_inputs.shape[1:]], str(subject.verify_inputs.dtype))],
             outputs=[TensorSpec(subject.output_name, out_shape, "float32")],
-            opset=OPSET if fmt == "onnx" else None, preprocessing=subject.preprocess, labels=subject.classes,
-            tokenizer=subject.tokenizer, quantization=quant_info, source=subject.source,
+            opset=OPSET if fmt == "onnx" else None, preprocessing=subject.preprocess.to_dict() if subject.preprocess else None,
+            labels=subject.classes, tokenizer=subject.tokenizer_info, quantization=quant_info, source=subject.source,
             random_weights=subject.random_weights, compression=subject.compression, recipe=recipe.to_dict(),
             fidelity=fid.to_dict(),
             fidelity_threshold=threshold.to_dict(fid, subject.random_weights),

@@ -26,6 +26,7 @@ from torch import nn
 
 from edgeclip.errors import EdgeclipError, missing_dependency
 
+from .facts import ModelFacts
 from .preprocess import Preprocess
 from .wrappers import DEFAULT_TEMPLATES, ImageClassifier, ImageEncoder, TextEncoder, zero_shot_head
 
@@ -49,6 +50,11 @@ class LoadedModel:
     templates: list[str] | None = None
     classes: list[str] | None = None
     prompt_names: list[str] | None = None
+
+    def facts(self, task: str, classes: list[str] | None = None) -> ModelFacts:
+        """The manifest facts of this model wrapped for ``task`` (``classes``: the wrapped classifier's)."""
+        return ModelFacts(task, list(classes or []) if task == "classifier" else [], self.source, self.random_weights,
+                          self.preprocess if task != "text-encoder" else None, self.tokenizer_info)
 
     def classifier(self, classes: list[str] | None = None, prompt_names: list[str] | None = None,
                    templates: list[str] | None = None) -> ImageClassifier:
