@@ -160,13 +160,19 @@ def baseline_row(a, row: dict) -> dict:
 
 
 def _registered_config(a) -> dict:
-    """An open_clip architecture the caller registered at run time (``open_clip.add_model_config``) exists only
-    in this process; hand its config to the worker that rebuilds the eager model."""
-    from edgeclip.models.factory import open_clip_config
+    """What the caller registered at run time exists only in this process; hand it to the worker that rebuilds
+    the eager model: an open_clip architecture's config (``open_clip.add_model_config``), and the module that
+    registered a timm model the spec builds (``timm.models.register_model``), which the worker imports."""
+    from edgeclip.models.factory import open_clip_config, timm_architecture, timm_registrar
 
     name = str((a.manifest.get("source") or {}).get("model", ""))
     cfg = open_clip_config(name)
-    return {"open_clip_config": (name, cfg)} if cfg is not None else {}
+    extra = {"open_clip_config": (name, cfg)} if cfg is not None else {}
+    trunk = timm_architecture(name)
+    registrar = timm_registrar(trunk) if trunk else None
+    if registrar is not None:
+        extra["timm_registrar"] = registrar
+    return extra
 
 
 def _peer_subjects(a, ds, inputs: str, workdir: Path, rows: list[dict], random_weights: bool, base: str,

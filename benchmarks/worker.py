@@ -118,6 +118,10 @@ def _eager_module(s: Subject):
         from edgeclip.models.factory import register_open_clip_config
 
         register_open_clip_config(*s.extra["open_clip_config"])
+    if s.extra.get("timm_registrar"):
+        from edgeclip.models.factory import import_timm_registrar
+
+        import_timm_registrar(*s.extra["timm_registrar"])
     prep = rebuild_baseline(open_artifact(s.path), None)
     if prep is None:
         raise EdgeclipError("the artifact came from a user module; there is no eager model to rebuild")

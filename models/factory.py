@@ -223,6 +223,15 @@ def load_error_detail(e: Exception) -> str:
     return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:200]}"
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; {} when it is not one (the loader that reads it next says what is wrong)."""
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
 def _load_open_clip_dir(folder: Path, tokenizer_optional: bool = False) -> LoadedModel:
     oc = _open_clip()
     cfg = folder / "open_clip_config.json"
@@ -233,6 +242,14 @@ def _load_open_clip_dir(folder: Path, tokenizer_optional: bool = False) -> Loade
     weights = [p for p in (folder / "open_clip_model.safetensors", folder / "open_clip_pytorch_model.bin") if p.is_file()]
     if not weights:
         raise EdgeclipError(f"{folder} has no open_clip_model.safetensors; put the checkpoint beside open_clip_config.json")
+    trunk = (_read_json(cfg).get("model_cfg") or {}).get("vision_cfg", {}).get("timm_model_name")
+    if trunk:
+        import timm
+
+        if not timm.is_model(trunk):
+            raise EdgeclipError(f"{cfg} builds its image tower from the timm model {trunk!r}, which timm does not know in "
+                                "this process; import the module that registers it (timm.models.register_model) first, "
+                                "or name a timm model")
     try:
         model = oc.create_model(f"local-dir:{folder}", load_weights=True)
     except Exception as e:  # a bad file raises many types: SafetensorError, EOFError, UnpicklingError, IndexError...
@@ -358,6 +375,47 @@ def open_clip_config(name: str) -> dict | None:
     except ImportError:
         return None
     return _MODEL_CONFIGS.get(name)
+
+
+def timm_architecture(spec: str) -> str | None:
+    """The timm model a model spec builds: ``timm:<name>``, or the image tower named in a local open_clip
+    folder's config (SigLIP, MobileCLIP and other CustomTextCLIPs build theirs from timm)."""
+    if spec.startswith("timm:"):
+        return spec[5:]
+    folder = Path(spec[10:] if spec.startswith("local-dir:") else spec).expanduser()
+    cfg = folder / "open_clip_config.json"
+    if not spec or not cfg.is_file():
+        return None
+    return ((_read_json(cfg).get("model_cfg") or {}).get("vision_cfg") or {}).get("timm_model_name")
+
+
+def timm_registrar(name: str) -> tuple[str, str] | None:
+    """(module, the folder it imports from) that registered timm model ``name`` at run time, when that is not
+    timm itself: a caller's ``timm.models.register_model`` exists only in the caller's process, so a worker that
+    rebuilds the model imports the same module first.  None for timm's own models and for a script's
+    ``__main__`` (re-running a script in a worker would re-run what it does)."""
+    import sys
+
+    try:
+        from timm.models._registry import _model_entrypoints
+    except ImportError:
+        return None
+    fn = _model_entrypoints.get(name)
+    module = getattr(fn, "__module__", None) or ""
+    loaded = sys.modules.get(module)
+    if fn is None or module.startswith("timm.") or module == "__main__" or not getattr(loaded, "__file__", None):
+        return None
+    return module, str(Path(loaded.__file__).resolve().parents[module.count(".")])
+
+
+def import_timm_registrar(module: str, root: str) -> None:
+    """The worker side of ``timm_registrar``."""
+    import importlib
+    import sys
+
+    if root not in sys.path:
+        sys.path.append(root)
+    importlib.import_module(module)
 
 
 def register_open_clip_config(name: str, cfg: dict) -> None:

@@ -312,6 +312,40 @@ def test_error_weights_of_other_architecture(tmp_path):
     assert "\n" not in msg  # one line for the CLI, not a dump of every mismatched key
 
 
+def test_error_timm_tower_unknown_in_this_process_names_it(tmp_path):
+    """A CustomTextCLIP folder whose image tower is a timm model nobody registered here: the error names the
+    timm model and the fix, not 'the checkpoint must match the config' (the checkpoint is fine)."""
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 32, "custom_text": True,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "my_private_vit_tiny"}, "text_cfg": {}}}))
+    (folder / "open_clip_model.safetensors").write_bytes(b"")
+    with pytest.raises(EdgeclipError) as e:
+        load_model(str(folder))
+    msg = str(e.value)
+    assert "timm model 'my_private_vit_tiny'" in msg and "register_model" in msg and "\n" not in msg
+
+
+def test_timm_registrar_is_the_registering_module_not_timm(tmp_path, monkeypatch):
+    """A worker can rebuild a model whose timm tower a caller's module registered: the registrar is that module
+    and the folder it imports from; timm's own models and a script's __main__ have none."""
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "arch.py").write_text("from timm.models import register_model\n"
+                                 "from timm.models.vision_transformer import _create_vision_transformer\n"
+                                 "@register_model\n"
+                                 "def userpkg_vit_for_registrar_test(pretrained=False, **kw):\n"
+                                 "    return _create_vision_transformer('vit_tiny_patch16_224', depth=1, **kw)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.import_module("userpkg.arch")
+    assert factory.timm_registrar("userpkg_vit_for_registrar_test") == ("userpkg.arch", str(tmp_path.resolve()))
+    assert factory.timm_registrar("vit_tiny_patch16_224") is None
+    assert factory.timm_architecture("timm:vit_tiny_patch16_224") == "vit_tiny_patch16_224"
+
+
 def test_error_truncated_safetensors_in_folder(tmp_path):
     folder = _write_folder(tmp_path / "trunc", _tiny_clip(seed=0))
     f = folder / "open_clip_model.safetensors"

@@ -21,32 +21,15 @@ from edgeclip.models.preprocess import Preprocess
 timm = pytest.importorskip("timm")
 
 from conftest import TINY_CFG  # noqa: E402
+from tiny_trunks import FASTVIT_KW, MCI_TRUNK, SIGLIP_TRUNK  # noqa: E402  (registers them with timm)
 
 TIMM_KW = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, depth=2, num_classes=3)
-SIGLIP_TRUNK = "edgeclip_test_siglip_tiny"
-
-
-def _register_siglip_trunk():
-    from timm.models import is_model, register_model
-    from timm.models.vision_transformer import _create_vision_transformer
-
-    if is_model(SIGLIP_TRUNK):
-        return
-
-    def edgeclip_test_siglip_tiny(pretrained=False, **kwargs):
-        args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, class_token=False, global_pool="map")
-        return _create_vision_transformer("vit_base_patch16_siglip_224", pretrained=False, **{**args, **kwargs})
-
-    register_model(edgeclip_test_siglip_tiny)
-
-
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory):
     """A local open_clip folder: SigLIP-style CustomTextCLIP (timm trunk, MAP pool, sigmoid bias) with tiny widths."""
     import open_clip
     from safetensors.torch import save_file
 
-    _register_siglip_trunk()
     cfg = {"embed_dim": 32, "init_logit_bias": -10, "custom_text": True,
            "vision_cfg": {"image_size": 32, "timm_model_name": SIGLIP_TRUNK, "timm_model_pretrained": False,
                           "timm_pool": "map", "timm_proj": "linear"},
@@ -61,30 +44,6 @@ def siglip_dir(tmp_path_factory):
     return d
 
 
-MCI_TRUNK = "edgeclip_test_mci_tiny"
-FASTVIT_KW = dict(layers=(1, 1, 1, 2), embed_dims=(16, 16, 32, 64), mlp_ratios=(2, 2, 2, 2), num_classes=3)
-
-
-def _register_mci_trunk():
-    """MobileCLIP's MCi image tower (timm's fastvit_mci0 settings: RepMixer stages, an attention stage with
-    a conditional position encoding, SE downsamples) at tiny widths and one or two blocks per stage."""
-    from functools import partial
-
-    from timm.models import is_model, register_model
-    from timm.models.fastvit import RepConditionalPosEnc, _create_fastvit
-
-    if is_model(MCI_TRUNK):
-        return
-
-    def edgeclip_test_mci_tiny(pretrained=False, **kwargs):
-        args = dict(FASTVIT_KW, se_downsamples=(False, False, True, True), lkc_use_act=True,
-                    pos_embs=(None, None, None, partial(RepConditionalPosEnc, spatial_shape=(7, 7))),
-                    token_mixers=("repmixer", "repmixer", "repmixer", "attention"))
-        return _create_fastvit("fastvit_mci0", pretrained=False, **{**args, **kwargs})
-
-    register_model(edgeclip_test_mci_tiny)
-
-
 @pytest.fixture(scope="module")
 def mobileclip_dir(tmp_path_factory):
     """A local open_clip folder shaped like MobileCLIP2-S0 (CustomTextCLIP, FastViT MCi trunk, avg pool, no
@@ -92,7 +51,6 @@ def mobileclip_dir(tmp_path_factory):
     import open_clip
     from safetensors.torch import save_file
 
-    _register_mci_trunk()
     cfg = {"embed_dim": 32, "custom_text": True,
            "vision_cfg": {"image_size": 64, "timm_model_name": MCI_TRUNK, "timm_model_pretrained": False,
                           "timm_pool": "avg", "timm_proj": None},
@@ -148,6 +106,16 @@ def test_family_exports_int8_and_compresses(case, request, tiny_images, tmp_path
     assert [a.format for a in plain] == ["onnx", "ptl"]
     for a in plain:
         assert a.manifest["quantization"]["dtype"] == "int8" and a.manifest["fidelity"]["mean_cosine"] >= 0.98
+    # a bench row: the int8 file, and the fp32 eager model rebuilt from its manifest in a fresh worker process (the
+    # family's own load path, from the recorded source) as the baseline it is compared with, in the same rounds
+    rep = edgeclip.bench([plain[0].dir], data=tiny_images, threads=1,
+                         timing=edgeclip.TimingConfig(warmup=1, rounds=1, reps_per_round=2, throughput_batch=2))
+    eager = next(r for r in rep["rows"] if r.get("baseline"))
+    int8 = next(r for r in rep["rows"] if r["artifact"] == plain[0].name)
+    for r in (eager, int8):
+        assert "error" not in r, r.get("error")
+        assert r["images"] == 18 and r["latency_ms_median"] > 0 and r["throughput_img_s"] > 0
+    assert int8["agreement"] >= 80 and abs(int8["top1"] - eager["top1"]) <= 100 / 18 * 3 and "speedup" in int8
     if case == "timm-eva":   # the export patch makes EVA call qkv as a Linear, so torch.ao quantizes it too
         assert "qkv_bias_separate" in plain[1].manifest["source"]["export_patches"][0]
         assert "float_linears" not in plain[1].manifest["quantization"]
