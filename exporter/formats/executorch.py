@@ -46,6 +46,8 @@ import torch
 from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.exporter.provenance import shared_provenance
 
+from . import FREE_BATCH_FIX
+
 DELEGATES = ("xnnpack", "portable")
 MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
 
@@ -109,6 +111,9 @@ def _capture(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool
         raise
     except Exception as e:  # torch.export raises many types; the first line is what the user needs
         msg = first_line(e)
+        if dynamic_batch and "Constraints violated (batch)" in msg:
+            raise EdgeclipError(f"{type(module).__name__}'s forward fixes the batch size, so torch.export cannot keep it "
+                                f"free for ExecuTorch: {FREE_BATCH_FIX}") from None
         raise EdgeclipError(f"torch.export could not export {type(module).__name__} for ExecuTorch ({msg}); "
                             "the model's forward must be traceable by torch.export") from None
 

@@ -15,6 +15,23 @@ from pathlib import Path
 
 import torch
 
+from edgeclip.errors import EdgeclipError
+
+from . import FREE_BATCH_FIX
+
+
+def _check_free_batch(traced, module: torch.nn.Module, example: torch.Tensor) -> None:
+    """A trace records any Python int taken from the input's shape as a constant; run one other batch size
+    so such a file is refused here, with the fix, instead of failing at verification with a shape error."""
+    one = example[:1]
+    try:
+        ok = traced(one).shape[0] == 1
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise EdgeclipError(f"{type(module).__name__}'s forward fixes the batch size (the trace only runs a batch of "
+                            f"{len(example)}): {FREE_BATCH_FIX}")
+
 
 def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path, mobile_optimize: bool = True) -> dict:
     """``mobile_optimize=False`` for CUDA artifacts: the mobile passes (CPU conv/linear prepacking) do not apply."""
@@ -22,6 +39,7 @@ def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path, mobil
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)
+        _check_free_batch(traced, module, example)
         facts = {"tracer": "torch.jit.trace", "lite_interpreter": True}
         if not mobile_optimize:
             facts["optimize_for_mobile"] = "not applied (CUDA artifact)"

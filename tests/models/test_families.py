@@ -187,6 +187,79 @@ def test_user_module_wrapping_a_backbone_compresses_through_it(tiny_images, tmp_
     assert len(module.backbone.blocks) == 2 and torch.equal(module.head.weight, head)   # the caller's module is untouched
 
 
+class ToyViT(torch.nn.Module):
+    """A user's own ViT (no library): patch embedding, two pre-norm blocks (qkv / proj / fc1 / fc2), class-token head."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, d: int, heads: int):
+            super().__init__()
+            self.heads = heads
+            self.norm1, self.norm2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+            self.attn = torch.nn.Module()
+            self.attn.qkv, self.attn.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+            self.mlp = torch.nn.Module()
+            self.mlp.fc1, self.mlp.fc2 = torch.nn.Linear(d, 2 * d), torch.nn.Linear(2 * d, d)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.attn.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+            x = x + self.attn.proj(a)
+            return x + self.mlp.fc2(torch.nn.functional.gelu(self.mlp.fc1(self.norm2(x))))
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.num_classes = 3
+        self.patch = torch.nn.Conv2d(3, d, 8, 8)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.blocks = torch.nn.ModuleList([ToyViT.Block(d, 2) for _ in range(2)])
+        self.head = torch.nn.Linear(d, 3)
+        self.preprocess = Preprocess(size=32)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(x[:, 0])
+
+
+def test_a_family_is_one_class_registered_at_run_time(tiny_images, tmp_path, monkeypatch):
+    """Adding a family is one module with one registered class: before it, the passes refuse the architecture;
+    registered (here at run time, as a user's package would on import), SVD and block pruning go through it."""
+    from edgeclip.models.families import base
+
+    class ToyFamily(base.TimmFamily):
+        name, summary = "toy-vit", "the tests' toy ViT"
+
+        def matches(self, model):
+            return isinstance(model, ToyViT)
+
+        def vision_tower(self, model):
+            return base.Tower("vision", model, "blocks", base.BlockLayout(
+                linears={"attn_in": ("attn.qkv",), "attn_out": ("attn.proj",), "fc1": ("mlp.fc1",), "fc2": ("mlp.fc2",)},
+                parts=("norm1", "attn", "ls1", "norm2", "mlp", "ls2"),
+                refusals={"heads": "the toy keeps its head count in the block", "tokens": "the toy has no token slot"}))
+
+        def image_tokens(self, model):
+            return 16, 1
+
+    torch.manual_seed(0)
+    module = ToyViT().eval()
+    common = dict(data=tiny_images, labels=["cat", "dog", "car"], formats=("onnx",), verify_size=6)
+    comp = CompressRecipe(svd_ratio=0.5, prune_blocks=["vision:-1"])
+    with pytest.raises(EdgeclipError, match="cannot compress a ToyViT"):
+        edgeclip.export(module, out=str(tmp_path / "before"), compress=comp, **common)
+    monkeypatch.setitem(base._REGISTRY, ToyFamily.name, ToyFamily())   # removed again after the test
+    art = edgeclip.export(module, out=str(tmp_path / "after"), compress=comp, quant="int8", **common)[0]
+    passes = {p["name"]: p for p in art.manifest["compression"]["passes"]}
+    assert passes["prune-blocks:vision"]["params_after"] < passes["prune-blocks:vision"]["params_before"]
+    assert passes["svd"]["layers"] and passes["svd"]["params_after"] < passes["svd"]["params_before"]
+    assert art.manifest["fidelity"]["mean_cosine"] >= 0.98 and len(module.blocks) == 2   # the caller's module is untouched
+    with pytest.raises(EdgeclipError, match="toy has no token slot"):
+        edgeclip.export(module, out=str(tmp_path / "tokens"), compress=CompressRecipe(token_keep=0.5), **common)
+
+
 def test_module_without_a_known_backbone_says_which_families_exist(tiny_images, tmp_path):
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
     module.preprocess = Preprocess(size=32)
