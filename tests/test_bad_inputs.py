@@ -298,27 +298,24 @@ def test_table_is_big_enough():
     assert len(CASES) >= 30
 
 
-class _LenBatch:
+def _len_batch_module():
     """A user's module whose forward turns the batch into a Python int (``len(x)``): torch.onnx silently falls back
     to a fixed-batch graph and a trace records the int, so the file would fail at any other batch size."""
+    import torch
 
-    @staticmethod
-    def build():
-        import torch
+    from edgeclip.models.preprocess import Preprocess
 
-        from edgeclip.models.preprocess import Preprocess
+    class LenBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 32 * 32, 3)
+            self.bias = torch.nn.Parameter(torch.zeros(1, 3))
+            self.preprocess = Preprocess(size=32)
 
-        class LenBatch(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = torch.nn.Linear(3 * 32 * 32, 3)
-                self.bias = torch.nn.Parameter(torch.zeros(1, 3))
-                self.preprocess = Preprocess(size=32)
+        def forward(self, x):
+            return self.fc(x.flatten(1)) + self.bias.expand(len(x), -1)
 
-            def forward(self, x):
-                return self.fc(x.flatten(1)) + self.bias.expand(len(x), -1)
-
-        return LenBatch().eval()
+    return LenBatch().eval()
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "ptl", "pte"])
@@ -327,7 +324,7 @@ def test_a_forward_that_fixes_the_batch_is_refused_with_the_fix(fmt, tiny_images
     from edgeclip.errors import EdgeclipError
 
     with pytest.raises(EdgeclipError) as e:
-        edgeclip.export(_LenBatch.build(), data=tiny_images, labels=["cat", "dog", "car"], formats=(fmt,), verify_size=6,
+        edgeclip.export(_len_batch_module(), data=tiny_images, labels=["cat", "dog", "car"], formats=(fmt,), verify_size=6,
                         out=str(tmp_path / "out"))
     assert "fixes the batch size" in str(e.value) and "len(x)" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -40,10 +40,10 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
         msg = first_line(e)
         raise EdgeclipError(f"torch.onnx.export could not export {type(module).__name__} ({msg}); "
                             "the model's forward must be traceable by torch.export") from None
-    fixed = (list(program.model.graph.inputs[0].shape or [None]) or [None])[0]
-    if isinstance(fixed, int):
+    shape = program.model.graph.inputs[0].shape
+    if shape and isinstance(shape[0], int):
         # torch.onnx falls back to a static graph when torch.export cannot keep the batch free; shipped, that file
         # fails at any other batch size with an onnxruntime shape error
-        raise EdgeclipError(f"{type(module).__name__}'s forward fixes the batch size (the exported graph takes exactly "
-                            f"{fixed} inputs): {FREE_BATCH_FIX}")
+        raise EdgeclipError(f"{type(module).__name__}'s forward fixes the batch size (the exported graph only takes a batch "
+                            f"of {shape[0]}): {FREE_BATCH_FIX}")
     program.save(str(path), external_data=False)
