@@ -28,7 +28,16 @@ class LiteSession:
                 warnings.simplefilter("ignore")
                 self.module = _load_for_lite_interpreter(str(path), map_location=torch.device(device))
         except Exception as e:
-            raise EdgeclipError(f"the lite interpreter cannot load {path} ({str(e).strip().splitlines()[0][:160]}); re-export it") from None
+            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            if "Unknown qengine" in msg:
+                # measured under aarch64 emulation (benchmarks/README.md): torch lists fbgemm there but cannot
+                # load its packed weights; an x86-engine file loads but quantizes with x86's 7-bit range
+                import platform
+
+                raise EdgeclipError(f"{path} holds weights packed for the {self.engine or 'unknown'} int8 engine, which "
+                                    f"torch on this {platform.machine()} CPU cannot load; build the .ptl you run here "
+                                    "with --backend qnnpack (the ARM engine)") from None
+            raise EdgeclipError(f"the lite interpreter cannot load {path} ({msg}); re-export it") from None
 
     def _use_engine(self) -> None:
         if self.engine and torch.backends.quantized.engine != self.engine:

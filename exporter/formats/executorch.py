@@ -21,7 +21,13 @@ Choices, each measured on the 6-block width-192 fixture ViT (2 shared CPU cores)
   a ``slice`` per q/k/v, which XNNPACK refuses on dynamic tensors.  23 -> 17 partitions, 86 % ->
   90 % delegated (int8 static 92 % -> 96 %), batch-1 latency -4 % fp32 / -9 % int8 static.
 * Left on the portable kernels: LayerNorm (no XNNPACK partitioner config in executorch 1.5, so
-  two partitions per transformer block) and the final L2-norm's pow/sum.
+  two partitions per transformer block) and the final L2-norm's pow/sum.  Tried and dropped
+  (2026-12-04, 2-core AMD EPYC, interleaved medians): decomposing LayerNorm into ops XNNPACK takes
+  (mean over the inner dims of a ``(-1, 1, D, 1)`` view, rsqrt, mul, add; exact in fp32) delegates
+  every norm (ViT-B-32 image tower 29 -> 5 partitions fp32, 41 -> 17 int8 dynamic) but saves nothing:
+  batch 1, 1 thread 93.2 -> 95.3 ms fp32 and 25.8 -> 28.8 ms int8; 2 threads 57.5 -> 56.4 ms and
+  19.8 -> 21.3 ms; lowering took 24 % longer.  XNNPACK's mean is a global average pool, which
+  costs more than the portable LayerNorm plus the partition switch it replaces.
 * Where lowering time goes (fixture int8 static, ~33-40 s): ExecuTorch's three
   ``run_decompositions`` retraces of the whole graph (~50 %, twice that of a static batch) and
   XNNPACK's 17 preprocess passes per partition (~40 %, ~2.5 s of it a one-time build of its

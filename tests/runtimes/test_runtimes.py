@@ -45,3 +45,25 @@ def test_not_an_artifact(tmp_path):
         load(tmp_path / "model.onnx")
     with pytest.raises(EdgeclipError, match="does not exist"):
         load(tmp_path / "nope")
+
+
+def test_a_ptl_for_an_engine_this_cpu_lacks_names_the_engine_and_the_fix(tmp_path, monkeypatch):
+    """On aarch64 torch lists fbgemm among its engines yet cannot load an fbgemm .ptl ("Unknown qengine", measured
+    under emulation): the user must hear which engine and which --backend, not 're-export it'."""
+    import torch.jit.mobile
+
+    from edgeclip.runtimes.lite_interpreter import LiteSession
+
+    def refuse(path, map_location=None):
+        raise RuntimeError("Unknown qengine ()\nException raised from ...")
+
+    monkeypatch.setattr(torch.jit.mobile, "_load_for_lite_interpreter", refuse)
+    with pytest.raises(EdgeclipError, match=r"packed for the fbgemm int8 engine.*--backend qnnpack"):
+        LiteSession(str(tmp_path / "model.ptl"), 1, "fbgemm")
+
+    def broken(path, map_location=None):
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    monkeypatch.setattr(torch.jit.mobile, "_load_for_lite_interpreter", broken)
+    with pytest.raises(EdgeclipError, match="cannot load .*PytorchStreamReader.*re-export it"):
+        LiteSession(str(tmp_path / "model.ptl"), 1, "fbgemm")
