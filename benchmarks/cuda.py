@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 
 def cuda_status() -> str | None:
@@ -175,7 +175,7 @@ def bench_cuda(arts, ds, *, timing, baseline: bool, compile_variant: bool, progr
                         if not row["baseline"]:
                             ref_of[name] = f"{model} fp32 eager"
                     except Exception as e:  # a variant this torch cannot build is a row, not a crash
-                        row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+                        row["error"] = f"{type(e).__name__}: {first_line(e, 200)}"
                     rows.append(row)
                 baselines[key] = f"{model} fp32 eager"
         row = _artifact_row(a)

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.manifest import Artifact
 
 from .base import device_for, register
@@ -28,7 +28,7 @@ class LiteSession:
                 warnings.simplefilter("ignore")
                 self.module = _load_for_lite_interpreter(str(path), map_location=torch.device(device))
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            msg = first_line(e, 160)
             if "Unknown qengine" in msg:
                 # measured under aarch64 emulation (benchmarks/README.md): torch lists fbgemm there but cannot
                 # load its packed weights; an x86-engine file loads but quantizes with x86's 7-bit range

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.manifest import Artifact
 
 from .base import device_for, register
@@ -39,7 +39,7 @@ class OnnxRuntimeSession:
                 self.name = "onnxruntime-cuda"
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:
-            raise EdgeclipError(f"onnxruntime cannot load {path} ({str(e).strip().splitlines()[0][:200]}); re-export it") from None
+            raise EdgeclipError(f"onnxruntime cannot load {path} ({first_line(e, 200)}); re-export it") from None
         self.input_name = self.session.get_inputs()[0].name
         self.threads, self.device = threads, device
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 # ops the fusions create (or keep, for LayerNormalization), counted before and after
 FUSED_OP_TYPES = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "Gelu",
@@ -165,7 +165,7 @@ def optimize_onnx(src: Path, dst: Path, *, model_type: str = "vit", num_heads: i
         candidate = _run(dst, feeds)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
         raise EdgeclipError(f"optimized model {dst.name} does not run on onnxruntime's CPU EP "
-                            f"({str(e).strip().splitlines()[0][:200]}); use the unoptimized model") from None
+                            f"({first_line(e, 200)}); use the unoptimized model") from None
     max_err = max(float(np.abs(r - c).max()) for r, c in zip(reference, candidate))
     scale = max(float(np.abs(r).max()) for r in reference)
     if not max_err <= atol + rtol * scale:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, first_line
 
 from . import FREE_BATCH_FIX
 
@@ -51,7 +51,7 @@ def export_ptl(module: torch.nn.Module, example: torch.Tensor, path: Path, mobil
             traced = optimize_for_mobile(traced)
             facts["optimize_for_mobile"] = "applied"
         except Exception as e:  # a torch build without XNNPACK/mobile passes raises an internal assert
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             if "XNNPACK" in str(e):
                 reason = "this torch build has no XNNPACK mobile rewrite (optimize_for_mobile unavailable)"
             facts["optimize_for_mobile"] = f"skipped: {reason[:160]}"
