@@ -27,6 +27,7 @@ class Ctx:
     clip: Path          # a valid tiny open_clip folder
     images: str         # folder:<path> dataset, 3 classes
     calib: str          # a second folder dataset
+    onnx_pair: Path     # the session's fp32 + int8 tiny .onnx artifacts (read-only: copy before changing)
 
     @property
     def out(self) -> Path:
@@ -116,9 +117,11 @@ def _npz_dataset(ctx: Ctx, calib: np.ndarray) -> str:
 
 
 def _exported(ctx: Ctx) -> Path:
-    r = CliRunner().invoke(main, _export(ctx, "--out", ctx.tmp / "arts", "--json"), catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return ctx.tmp / "arts" / json.loads(r.stdout)[0]["name"]
+    """A private copy of a good fp32 .onnx artifact of the tiny CLIP, for the case to damage or misuse."""
+    import shutil
+
+    src = next(d for d in ctx.onnx_pair.iterdir() if d.name.endswith("-onnx-fp32"))
+    return Path(shutil.copytree(src, ctx.tmp / "arts" / src.name))
 
 
 def _tampered(ctx: Ctx) -> list[str]:
@@ -264,8 +267,9 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
 
 
 @pytest.mark.parametrize("case_id, build, needle, code", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case_id, build, needle, code, tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images, offline_hub):
-    ctx = Ctx(tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images)
+def test_bad_input(case_id, build, needle, code, tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images, tiny_onnx_pair,
+                   offline_hub):
+    ctx = Ctx(tmp_path, tiny_clip_dir, tiny_images, tiny_calib_images, tiny_onnx_pair)
     argv = [str(a) for a in build(ctx)]
     if "fashion-mnist" in argv and not _default_fashion_mnist():
         pytest.skip("needs Fashion-MNIST where --data fashion-mnist looks (../shared beside the repository, or "

@@ -9,9 +9,14 @@ from edgeclip.runtimes import TorchEagerSession, load
 
 
 @pytest.fixture()
-def art(tiny_clip_dir, tiny_images, tmp_path):
-    (a,) = edgeclip.export(str(tiny_clip_dir), data=tiny_images, out=str(tmp_path), verify_size=6)
-    return a
+def art(tiny_onnx_pair, tmp_path):
+    """A private copy of the session's fp32 tiny .onnx artifact (tests damage it)."""
+    import shutil
+
+    from edgeclip.manifest import open_artifact
+
+    src = next(d for d in tiny_onnx_pair.iterdir() if d.name.endswith("-onnx-fp32"))
+    return open_artifact(shutil.copytree(src, tmp_path / src.name))
 
 
 def test_onnx_and_eager_agree(art, tiny_clip_dir, tiny_images):
