@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -55,10 +56,15 @@ def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
     keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
     config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(dict.fromkeys(keep)))
     ranked = []
-    if recipe.sensitive_float:
-        ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float)
-        config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
-    info = quantize_onnx_static(src, dst, subject.calib_inputs, subject.input_name, config)
+    # one calibration pass for the sensitivity ranking and the final file: the activation ranges depend on the
+    # prepared graph, the images and the method, not on which nodes stay float
+    with tempfile.TemporaryDirectory(prefix="edgeclip-calib-") as tmp:
+        ranges = Path(tmp) / "calibration.json"
+        if recipe.sensitive_float:
+            ranked = sensitive_nodes(src, subject.calib_inputs, subject.input_name, config, top_k=recipe.sensitive_float,
+                                     calibration_cache=ranges)
+            config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
+        info = quantize_onnx_static(src, dst, subject.calib_inputs, subject.input_name, config, calibration_cache=ranges)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
     return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 

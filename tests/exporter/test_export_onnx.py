@@ -164,7 +164,12 @@ def test_unwritable_out_dir(tiny_clip_dir, tiny_images, tmp_path):
         edgeclip.export(str(tiny_clip_dir), data=tiny_images, out=target, verify_size=6)
 
 
-def test_static_int8_onnx_through_export(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path):
+def test_static_int8_onnx_through_export(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path, monkeypatch):
+    from edgeclip.exporter.quantize import onnxruntime_static
+
+    passes = []
+    real = onnxruntime_static.calibrate
+    monkeypatch.setattr(onnxruntime_static, "calibrate", lambda *a, **k: passes.append(1) or real(*a, **k))
     (art,) = edgeclip.export(str(tiny_clip_dir), quant="int8", scheme="static", data=tiny_images, calib_data=tiny_calib_images,
                              calib_size=9, sensitive_float=1, optimize=True, out=str(tmp_path), verify_size=18, min_agreement=0.0)
     q = art.manifest["quantization"]
@@ -175,6 +180,7 @@ def test_static_int8_onnx_through_export(tiny_clip_dir, tiny_images, tiny_calib_
     ops = {n.op_type for n in onnx.load(str(art.file)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert art.manifest["fidelity"]["mean_cosine"] > 0.98
+    assert len(passes) == 1     # the sensitivity ranking and the final file share one calibration pass
 
 
 def test_static_calibration_errors(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path):
