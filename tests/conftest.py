@@ -113,6 +113,14 @@ def tiny_onnx_pair(tiny_clip_dir, tiny_images, tmp_path_factory) -> Path:
     return d
 
 
+def copy_fp32_onnx(onnx_pair: Path, dst: Path) -> Path:
+    """A private copy of the fp32 artifact folder of ``tiny_onnx_pair`` under ``dst``, for a test to damage or misuse."""
+    import shutil
+
+    src = next(d for d in onnx_pair.iterdir() if d.name.endswith("-onnx-fp32"))
+    return Path(shutil.copytree(src, dst / src.name))
+
+
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> str:
     """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""

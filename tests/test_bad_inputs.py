@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import copy_fp32_onnx
 from edgeclip.cli import main
 
 
@@ -118,10 +119,7 @@ def _npz_dataset(ctx: Ctx, calib: np.ndarray) -> str:
 
 def _exported(ctx: Ctx) -> Path:
     """A private copy of a good fp32 .onnx artifact of the tiny CLIP, for the case to damage or misuse."""
-    import shutil
-
-    src = next(d for d in ctx.onnx_pair.iterdir() if d.name.endswith("-onnx-fp32"))
-    return Path(shutil.copytree(src, ctx.tmp / "arts" / src.name))
+    return copy_fp32_onnx(ctx.onnx_pair, ctx.tmp / "arts")
 
 
 def _tampered(ctx: Ctx) -> list[str]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import edgeclip
+from conftest import copy_fp32_onnx
 from edgeclip.errors import EdgeclipError
 from edgeclip.runtimes import TorchEagerSession, load
 
@@ -11,12 +11,9 @@ from edgeclip.runtimes import TorchEagerSession, load
 @pytest.fixture()
 def art(tiny_onnx_pair, tmp_path):
     """A private copy of the session's fp32 tiny .onnx artifact (tests damage it)."""
-    import shutil
-
     from edgeclip.manifest import open_artifact
 
-    src = next(d for d in tiny_onnx_pair.iterdir() if d.name.endswith("-onnx-fp32"))
-    return open_artifact(shutil.copytree(src, tmp_path / src.name))
+    return open_artifact(copy_fp32_onnx(tiny_onnx_pair, tmp_path))
 
 
 def test_onnx_and_eager_agree(art, tiny_clip_dir, tiny_images):
