@@ -180,8 +180,9 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
-              help="onnxruntime static calibration [percentile].")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "auto"]), default=None,
+              help="onnxruntime static calibration [percentile]; auto: per tensor, the range (minmax / percentile / "
+                   "entropy / MSE clip) with the lowest quantization error on the calibration images.")
 @click.option("--keep-float", multiple=True, help="ONNX node name to keep in float (static int8); repeatable.")
 @click.option("--sensitive-float", type=int, default=None,
               help="Also keep the K ONNX nodes with the worst measured int8 error float (static) [3].")

@@ -63,7 +63,7 @@ class ExportRecipe:
     out: str = "out"
     name: str | None = None
     templates: list[str] | None = field(default=None)
-    calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile
+    calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile | auto (per tensor)
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
     max_drop: float | None = None         # int8: keep the most sensitive layers float until top-1 on held-out calibration
@@ -159,8 +159,8 @@ class ExportRecipe:
         if r.calib_data is not None and not r.needs_calibration and not (r.compress and r.compress.needs_calibration):
             raise EdgeclipError("--calib-data is only used by --quant int8 (static ranges, SmoothQuant) and data-aware "
                                 "compression; drop it for float exports")
-        if r.calib_method not in ("minmax", "entropy", "percentile"):
-            raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy or percentile")
+        if r.calib_method not in ("minmax", "entropy", "percentile", "auto"):
+            raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy, percentile or auto")
         if not (0 <= r.sensitive_float <= 1000):
             raise EdgeclipError(f"--sensitive-float must be between 0 and 1000 (got {r.sensitive_float})")
         r.keep_float = tuple(r.keep_float)

@@ -15,12 +15,15 @@ On ARM ``activation_type="QInt8"`` is an option.
 
 Calibration runs here (``calibrate``), not inside ``quantize_static``, which in onnxruntime 1.32 cannot
 size the histograms (its Entropy then equals MinMax exactly) and whose ``CalibMaxIntermediateOutputs``
-drops batches.  ``sensitive_nodes`` measures, on calibration images, how much each quantized node alone
+drops batches.  ``calibration="auto"`` gives each tensor the range (minmax, percentile, entropy or an MSE-optimal
+clip) with the lowest quantization error of its own calibration activations (``range_choice``).
+``sensitive_nodes`` measures, on calibration images, how much each quantized node alone
 moves the model's output, so the worst few can be kept float by name (``exclude_nodes``).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ import numpy as np
 
 from edgeclip.errors import EdgeclipError
 
-CALIBRATIONS = ("minmax", "entropy", "percentile")
+CALIBRATIONS = ("minmax", "entropy", "percentile", "auto")   # auto: per tensor, by measured error (range_choice)
 QUANT_TYPES = ("QUInt8", "QInt8")
 INT8_COMPUTE_OPS = ("MatMul", "Gemm", "Conv")        # ops whose quantized form runs on int8 kernels on CPU
 ALWAYS_FLOAT_DEFAULT = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
@@ -38,7 +41,7 @@ ALWAYS_FLOAT_DEFAULT = ("LayerNormalization", "SkipLayerNormalization", "Simplif
 
 @dataclass(frozen=True)
 class OrtStaticConfig:
-    calibration: str = "minmax"                     # "minmax" | "entropy" | "percentile"
+    calibration: str = "minmax"                     # "minmax" | "entropy" | "percentile" | "auto"
     per_channel: bool = True                        # one weight scale per output channel
     exclude_nodes: tuple[str, ...] = ()             # node names kept float (e.g. from sensitive_nodes)
     op_types: tuple[str, ...] = INT8_COMPUTE_OPS    # op types to quantize; () = every op ORT can quantize
@@ -174,13 +177,19 @@ def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticCon
 
     from ..formats.onnx_optimize import quiet
 
+    auto = config.calibration == "auto"
+    # auto collects value histograms once (the percentile collector, two-sided) and derives every candidate from them
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration]
-    options = {"symmetric": config.activation_symmetric}
+              "percentile": CalibrationMethod.Percentile, "auto": CalibrationMethod.Percentile}[config.calibration]
+    options = {"symmetric": config.activation_symmetric and not auto}
     if config.calibration == "entropy":
         options.update(num_bins=config.histogram_bins, num_quantized_bins=128)
     elif config.calibration == "percentile":
         options.update(num_bins=config.histogram_bins, percentile=config.percentile)
+    elif auto:
+        from .range_choice import FINE_BINS
+
+        options.update(num_bins=config.histogram_bins * FINE_BINS, percentile=config.percentile)
     reader = ArrayCalibrationReader(data, input_name, config.batch_size)
     per_chunk = max(1, CALIBRATION_CHUNK_IMAGES // config.batch_size)
     with tempfile.TemporaryDirectory() as tmp, quiet():
@@ -194,9 +203,50 @@ def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticCon
         for start, end in chunks:
             reader.set_range(start, end)
             calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
+        if auto:
+            ranges, choices = _chosen_ranges(calibrator.collector, config)
+            _choices_file(cache).write_text(json.dumps(choices))
+        else:
+            ranges = calibrator.compute_data()
+            _choices_file(cache).unlink(missing_ok=True)
         del calibrator
     save_tensors_data(ranges, cache)
+
+
+def _choices_file(cache: Path) -> Path:
+    """Beside an ``auto`` range cache: which method each tensor's range came from (the cache itself says MinMax)."""
+    return Path(cache).with_name(Path(cache).name + ".choices.json")
+
+
+def _chosen_ranges(collector, config: OrtStaticConfig):
+    """Per tensor, the range with the lowest quantization error of its calibration histogram (``range_choice``)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    from .range_choice import FINE_BINS, choose_range, coarser
+
+    percentile = collector.compute_percentile()
+    fine = collector.histogram_dict
+    collector.histogram_dict = {name: coarser(h, FINE_BINS) for name, h in fine.items()}
+    collector.method, collector.num_quantized_bins = "entropy", 128
+    entropy = collector.compute_entropy()
+    collector.histogram_dict = fine
+    data, per_tensor = {}, {}
+    for name, (hist, edges, lowest, highest, _) in collector.histogram_dict.items():
+        c = choose_range(hist, edges, (lowest, highest), {"percentile": percentile[name][:2], "entropy": entropy[name][:2]},
+                         config.activation_symmetric)
+        data[name] = TensorData(lowest=np.array(c.lowest, dtype=np.float32), highest=np.array(c.highest, dtype=np.float32))
+        per_tensor[name] = {"method": c.method, "range": [round(c.lowest, 6), round(c.highest, 6)],
+                            "mse": {k: float(f"{v:.4g}") for k, v in c.errors.items()}}
+    counts: dict[str, int] = {}
+    for v in per_tensor.values():
+        counts[v["method"]] = counts.get(v["method"], 0) + 1
+    return TensorsData(CalibrationMethod.MinMax, data), {"method": "auto", "chosen": counts, "per_tensor": per_tensor}
+
+
+def range_choices(cache: Path) -> dict | None:
+    """What ``auto`` chose per tensor for this range cache (None for a single-method cache)."""
+    f = _choices_file(cache)
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def _ranges(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticConfig, tmp: Path,
@@ -207,7 +257,7 @@ def _ranges(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticConfi
 
     cache = Path(calibration_cache) if calibration_cache is not None else tmp / "calibration.json"
     if cache.is_file():
-        made_with = load_tensors_data(cache).calibration_method.name.lower()
+        made_with = "auto" if range_choices(cache) else load_tensors_data(cache).calibration_method.name.lower()
         if made_with != config.calibration:
             raise EdgeclipError(f"calibration cache {cache} holds {made_with} ranges but the config asks for "
                                 f"{config.calibration}; delete it or pass a cache per method")
@@ -232,7 +282,7 @@ def _quantize(pre: Path, out: Path, config: OrtStaticConfig, cache: Path,
     from ..formats.onnx_optimize import quiet
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration]
+              "percentile": CalibrationMethod.Percentile, "auto": CalibrationMethod.MinMax}[config.calibration]
     # QDQ ignores MatMulConstBOnly (only the QOperator MatMul reads it): attention MatMuls are excluded by name
     exclude = list(exclude if exclude is not None else config.exclude_nodes)
     if config.weights_only_matmul:
@@ -323,13 +373,18 @@ def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, inp
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         pre, pre_desc = _prepare(fp32_path, Path(tmp), config)
         _check_names(onnx.load(str(pre), load_external_data=False), config.exclude_nodes)
-        _quantize(pre, out_path, config, _ranges(pre, data, input_name, config, Path(tmp), calibration_cache))
+        cache = _ranges(pre, data, input_name, config, Path(tmp), calibration_cache)
+        chosen = range_choices(cache) if config.calibration == "auto" else None
+        _quantize(pre, out_path, config, cache)
     summary = qdq_summary(onnx.load(str(out_path), load_external_data=False))
     kernels = runtime_kernels(out_path)
     calibration = {"method": config.calibration, "images": int(len(data)), "batch_size": config.batch_size,
                    "activation_symmetric": config.activation_symmetric}
-    if config.calibration == "percentile":
+    if config.calibration in ("percentile", "auto"):
         calibration["percentile"] = config.percentile
+    if chosen:
+        calibration["chosen"] = chosen["chosen"]             # tensors per winning method
+        calibration["per_tensor"] = chosen["per_tensor"]     # each tensor's method, range and every candidate's error
     return {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "activation_type": {"QUInt8": "uint8", "QInt8": "int8"}[config.activation_type],
             "weight_type": {"QUInt8": "uint8", "QInt8": "int8"}[config.weight_type],

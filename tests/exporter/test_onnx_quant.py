@@ -90,6 +90,11 @@ def test_each_calibration_method(tiny, method):
     assert info["int8_nodes"].get("MatMul", 0) > 0 and info["qdq_nodes"]["DequantizeLinear"] > 0
     if method == "percentile":
         assert info["calibration"]["percentile"] == 99.999
+    if method == "auto":    # every calibrated tensor got the candidate with its lowest measured error, and says so
+        per_tensor = info["calibration"]["per_tensor"]
+        assert per_tensor and sum(info["calibration"]["chosen"].values()) == len(per_tensor)
+        for t in per_tensor.values():
+            assert t["mse"][t["method"]] == min(t["mse"].values()) and set(t["mse"]) == {"minmax", "percentile", "entropy", "mse"}
     assert cosine_rows(_run(d / "fp32.onnx", x), _run(out, x)).mean() > 0.95
 
 

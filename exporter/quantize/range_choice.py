@@ -1,0 +1,97 @@
+"""Per-tensor activation ranges chosen by measured quantization error (``--calib-method auto``).
+
+Why: one calibration rule for every tensor is wrong somewhere.  MinMax keeps a rare outlier and spends the
+256 levels on it (pre-trained ViTs carry such channels); percentile and entropy clip, which is right for a
+heavy-tailed tensor and wrong for a tensor whose extremes are the signal.  Here each calibrated tensor gets the
+candidate range with the lowest mean squared quantization error *on its own calibration activations*:
+
+* ``minmax``: the observed min and max;
+* ``percentile``: two-sided, the configured percentile (onnxruntime's rule, on the same histogram);
+* ``entropy``: onnxruntime's KL-divergence threshold (TensorRT's method), on the same histogram;
+* ``mse``: the best of 120 shrinkings ``(f * min, f * max)``, f from 0.001 to 1 on a log grid (f = 1 is minmax).
+
+The error of a range is computed from the tensor's value histogram (onnxruntime's collector, merged over the
+calibration batches) with the values of each bin spread evenly over the bin, under the quantization onnxruntime
+applies to activations: the range is widened to include 0 and mapped onto 256 levels (uint8 asymmetric) or onto
+a symmetric range.  It is the error of the activation itself, not of the model output; the sensitivity ranking
+(``sensitive_nodes``) and ``--max-drop`` handle what a layer's error does downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CANDIDATES = ("minmax", "percentile", "entropy", "mse")
+SUBSAMPLES = 8            # points per histogram bin when integrating the error (values spread evenly in the bin)
+SHRINK_STEPS = 120        # f = 0.001 .. 1 (log-spaced) for the mse candidate
+FINE_BINS = 8             # the auto histogram has this many times the configured bins: the error of a clipped range
+                          # needs bins finer than its quantization step
+
+
+@dataclass(frozen=True)
+class RangeChoice:
+    """The chosen range of one tensor, the method it came from and every candidate's error (mean squared)."""
+
+    lowest: float
+    highest: float
+    method: str
+    errors: dict[str, float]
+
+
+def _points(hist: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample points and weights: each bin's count spread over SUBSAMPLES evenly spaced points inside it."""
+    edges = edges.astype(np.float64)
+    frac = (np.arange(SUBSAMPLES) + 0.5) / SUBSAMPLES
+    x = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]
+    w = np.repeat(hist.astype(np.float64)[:, None] / SUBSAMPLES, SUBSAMPLES, axis=1)
+    keep = w.ravel() > 0
+    return x.ravel()[keep], w.ravel()[keep]
+
+
+def quantization_mse(x: np.ndarray, w: np.ndarray, lowest: float, highest: float, symmetric: bool = False) -> float:
+    """Weighted mean squared error of quantizing ``x`` to 8 bits over [lowest, highest] as onnxruntime does for
+    activations (range widened to include 0; symmetric: centred on 0), values outside clipped to the ends."""
+    lo, hi = min(float(lowest), 0.0), max(float(highest), 0.0)
+    if symmetric:
+        hi = max(abs(lo), abs(hi))
+        lo = -hi
+    if hi - lo <= 0:
+        return float(np.average(x ** 2, weights=w))
+    scale = (hi - lo) / 255.0
+    q = np.clip(np.round((x - lo) / scale), 0, 255) * scale + lo
+    return float(np.average((x - q) ** 2, weights=w))
+
+
+def choose_range(hist: np.ndarray, edges: np.ndarray, observed: tuple[float, float], clipped: dict[str, tuple[float, float]],
+                 symmetric: bool = False) -> RangeChoice:
+    """The candidate range with the lowest quantization error of this histogram.
+
+    ``observed``: the tensor's min and max; ``clipped``: other methods' ranges (e.g. percentile, entropy)."""
+    x, w = _points(hist, edges)
+    lo, hi = float(observed[0]), float(observed[1])
+    ranges = {"minmax": (lo, hi), **{k: (float(a), float(b)) for k, (a, b) in clipped.items()}}
+    if w.sum() == 0:
+        return RangeChoice(lo, hi, "minmax", {"minmax": 0.0})
+    errors = {k: quantization_mse(x, w, a, b, symmetric) for k, (a, b) in ranges.items()}
+    shrink = [(f * lo, f * hi) for f in np.logspace(-3, 0, SHRINK_STEPS)]
+    shrink_err = [quantization_mse(x, w, a, b, symmetric) for a, b in shrink]
+    best = int(np.argmin(shrink_err))
+    ranges["mse"], errors["mse"] = shrink[best], shrink_err[best]
+    method = min(errors, key=lambda k: (errors[k], CANDIDATES.index(k) if k in CANDIDATES else len(CANDIDATES)))
+    return RangeChoice(ranges[method][0], ranges[method][1], method, errors)
+
+
+def coarser(histogram: tuple, factor: int) -> tuple:
+    """onnxruntime's value histogram ``(hist, edges, min, max, threshold)``, symmetric about 0, with ``factor``
+    adjacent bins merged (padded with empty bins on both sides first, so the zero bin stays in the middle): the
+    entropy search is quadratic in the bin count, and runs on the configured resolution."""
+    hist, edges, lowest, highest, threshold = histogram
+    width = float(edges[1] - edges[0])
+    extra = (-len(hist)) % (2 * factor)
+    pad = extra // 2
+    hist = np.concatenate([np.zeros(pad, hist.dtype), hist, np.zeros(extra - pad, hist.dtype)])
+    edges = np.concatenate([edges[0] - width * np.arange(pad, 0, -1), edges, edges[-1] + width * np.arange(1, extra - pad + 1)])
+    merged = hist.reshape(-1, factor).sum(axis=1)
+    return merged, edges[::factor].astype(np.float32), lowest, highest, np.float32(max(abs(edges[0]), abs(edges[-1])))
