@@ -203,8 +203,19 @@ def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticCon
         for start, end in chunks:
             reader.set_range(start, end)
             calibrator.collect_data(reader)
-        if auto:
-            ranges, choices = _chosen_ranges(calibrator.collector, config)
+        if auto:   # a second pass: the same activations, each value weighted by what reaches the output
+            import onnx
+
+            from .range_choice import WeightedHistograms, consumer_weights
+
+            values = calibrator.collector
+            weighted = WeightedHistograms(consumer_weights(onnx.load(str(pre), load_external_data=False)),
+                                          {k: float(h[4]) for k, h in values.histogram_dict.items()}, options["num_bins"])
+            calibrator.collector = weighted
+            for start, end in chunks:
+                reader.set_range(start, end)
+                calibrator.collect_data(reader)
+            ranges, choices = _chosen_ranges(values, weighted, config)
             _choices_file(cache).write_text(json.dumps(choices))
         else:
             ranges = calibrator.compute_data()
@@ -218,8 +229,9 @@ def _choices_file(cache: Path) -> Path:
     return Path(cache).with_name(Path(cache).name + ".choices.json")
 
 
-def _chosen_ranges(collector, config: OrtStaticConfig):
-    """Per tensor, the range with the lowest quantization error of its calibration histogram (``range_choice``)."""
+def _chosen_ranges(collector, weighted, config: OrtStaticConfig):
+    """Per tensor, the range with the lowest quantization error on its calibration activations (``range_choice``):
+    output-weighted where the tensor feeds constant weights, the activation's own error elsewhere."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
     from .range_choice import FINE_BINS, choose_range, coarser
@@ -232,10 +244,14 @@ def _chosen_ranges(collector, config: OrtStaticConfig):
     collector.histogram_dict = fine
     data, per_tensor = {}, {}
     for name, (hist, edges, lowest, highest, _) in collector.histogram_dict.items():
+        by_output = name in weighted.hist
+        if by_output:
+            hist, edges = weighted.hist[name], weighted.edges(name)
         c = choose_range(hist, edges, (lowest, highest), {"percentile": percentile[name][:2], "entropy": entropy[name][:2]},
                          config.activation_symmetric)
         data[name] = TensorData(lowest=np.array(c.lowest, dtype=np.float32), highest=np.array(c.highest, dtype=np.float32))
         per_tensor[name] = {"method": c.method, "range": [round(c.lowest, 6), round(c.highest, 6)],
+                            "error": "output-weighted" if by_output else "activation",
                             "mse": {k: float(f"{v:.4g}") for k, v in c.errors.items()}}
     counts: dict[str, int] = {}
     for v in per_tensor.values():

@@ -95,3 +95,69 @@ def coarser(histogram: tuple, factor: int) -> tuple:
     edges = np.concatenate([edges[0] - width * np.arange(pad, 0, -1), edges, edges[-1] + width * np.arange(1, extra - pad + 1)])
     merged = hist.reshape(-1, factor).sum(axis=1)
     return merged, edges[::factor].astype(np.float32), lowest, highest, np.float32(max(abs(edges[0]), abs(edges[-1])))
+
+
+def consumer_weights(model) -> dict[str, tuple[int, np.ndarray]]:
+    """For each tensor that is the activation input of a MatMul / Gemm / Conv with a constant weight: its channel
+    axis and, per input channel, the squared norm of the weights that channel multiplies (summed over consumers).
+
+    Why: an activation's rounding error reaches the output through those weights, so the output error of a
+    range is ``sum_c ||W_c||^2 * E[dx_c^2]``.  A channel scaled up x50 with its weights divided by 50 (what
+    SmoothQuant undoes, and what pre-trained ViTs carry) dominates the activation's own error but not the
+    output's; without this weighting the choice keeps that channel's range and starves the others."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    for n in model.graph.node:
+        if len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        attrs = {a.name: a for a in n.attribute}
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
+        if n.op_type == "MatMul" and w.ndim >= 2:
+            axis, norms = -1, (w.reshape(-1, w.shape[-2], w.shape[-1]) ** 2).sum(axis=(0, 2))
+        elif n.op_type == "Gemm" and w.ndim == 2 and not (attrs.get("transA") and attrs["transA"].i):
+            w = w.T if attrs.get("transB") and attrs["transB"].i else w
+            axis, norms = -1, (w ** 2).sum(axis=1)
+        elif n.op_type == "Conv" and w.ndim >= 3 and not (attrs.get("group") and attrs["group"].i != 1):
+            axis, norms = 1, (w ** 2).sum(axis=tuple(i for i in range(w.ndim) if i != 1))
+        else:
+            continue
+        prev = out.get(n.input[0])
+        if prev is not None and (prev[0] != axis or len(prev[1]) != len(norms)):
+            out[n.input[0]] = (axis, np.array([]))     # consumers disagree on the layout: no weighting
+            continue
+        out[n.input[0]] = (axis, norms if prev is None else prev[1] + norms)
+    return {k: v for k, v in out.items() if len(v[1])}
+
+
+class WeightedHistograms:
+    """A collector for onnxruntime's calibrator (it calls ``collect``): value histograms over fixed ranges where
+    each value counts with the squared weight norm of its channel (``consumer_weights``)."""
+
+    def __init__(self, weights: dict[str, tuple[int, np.ndarray]], limits: dict[str, float], bins: int):
+        self.weights, self.limits, self.bins = weights, limits, bins
+        self.hist: dict[str, np.ndarray] = {}
+        self.skipped: set[str] = set()
+
+    def collect(self, name_to_arr: dict) -> None:
+        for name, arrays in name_to_arr.items():
+            if name not in self.weights or name not in self.limits or name in self.skipped:
+                continue
+            axis, w = self.weights[name]
+            t = self.limits[name]
+            for a in arrays:
+                a = np.asarray(a, dtype=np.float32)
+                if a.ndim == 0 or a.shape[axis] != len(w) or t <= 0:
+                    self.skipped.add(name)
+                    self.hist.pop(name, None)
+                    break
+                shape = [1] * a.ndim
+                shape[axis] = len(w)
+                ww = np.broadcast_to(w.reshape(shape), a.shape)
+                h, _ = np.histogram(a, self.bins, range=(-t, t), weights=ww)
+                self.hist[name] = self.hist.get(name, 0) + h
+
+    def edges(self, name: str) -> np.ndarray:
+        t = self.limits[name]
+        return np.linspace(-t, t, self.bins + 1)

@@ -81,6 +81,12 @@ def test_static_qdq_wraps_matmuls_and_keeps_norms_float(tiny):
     assert cos.mean() > 0.98
 
 
+def weight_matmul_inputs(path) -> set[str]:
+    g = _graph(path)
+    inits = {i.name for i in g.initializer}
+    return {n.input[0] for n in g.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits}
+
+
 @pytest.mark.parametrize("method", [m for m in CALIBRATIONS if m != "minmax"])
 def test_each_calibration_method(tiny, method):
     d, x = tiny
@@ -95,6 +101,8 @@ def test_each_calibration_method(tiny, method):
         assert per_tensor and sum(info["calibration"]["chosen"].values()) == len(per_tensor)
         for t in per_tensor.values():
             assert t["mse"][t["method"]] == min(t["mse"].values()) and set(t["mse"]) == {"minmax", "percentile", "entropy", "mse"}
+        # the inputs of the weight MatMuls are scored by the error that reaches their outputs
+        assert sum(t["error"] == "output-weighted" for t in per_tensor.values()) >= len(weight_matmul_inputs(d / "fp32.onnx"))
     assert cosine_rows(_run(d / "fp32.onnx", x), _run(out, x)).mean() > 0.95
 
 
