@@ -16,7 +16,8 @@ On ARM ``activation_type="QInt8"`` is an option.
 Calibration runs here (``calibrate``), not inside ``quantize_static``, which in onnxruntime 1.32 cannot
 size the histograms (its Entropy then equals MinMax exactly) and whose ``CalibMaxIntermediateOutputs``
 drops batches.  ``calibration="auto"`` gives each tensor the range (minmax, percentile, entropy or an MSE-optimal
-clip) with the lowest quantization error of its own calibration activations (``range_choice``).
+clip) with the lowest quantization error on the calibration images, measured at the outputs of the layers it feeds
+where those have constant weights (``range_choice``).
 ``sensitive_nodes`` measures, on calibration images, how much each quantized node alone
 moves the model's output, so the worst few can be kept float by name (``exclude_nodes``).
 """
