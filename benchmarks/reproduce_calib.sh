@@ -4,21 +4,16 @@
 # (benchmarks/outlier_model.py: same fp32 function); then percentile vs auto with edgeclip's defaults
 # (SmoothQuant 0.5, 3 sensitive nodes float) on the outlier model.  10,000 test images, one bench run.  Needs ../shared.
 set -euo pipefail
-FIX=${FIXTURE:-../shared/fixtures/tiny_clip_fmnist}
 W=${WORK:-/tmp/edgeclip-calib}
-THREADS=${THREADS:-2}
-rm -rf "$W"; mkdir -p "$W/out"
-python benchmarks/outlier_model.py "$FIX" "$W/hostile" --scale 50
+. benchmarks/outlier_pair.sh
 for M in fixture hostile; do
-  SRC=$FIX; [ "$M" = hostile ] && SRC=$W/hostile
-  edgeclip export --model "$SRC" --format onnx --name "$M-fp32" --out "$W/out" --json > /dev/null
   for C in minmax percentile entropy auto; do
-    edgeclip export --model "$SRC" --out "$W/out" --format onnx --quant int8 --scheme static --calib-method "$C" \
+    edgeclip export --model "$(model_dir "$M")" --out "$W/out" --format onnx --quant int8 --scheme static --calib-method "$C" \
       --smoothquant 0 --sensitive-float 0 --min-agreement 0 --name "$M-static-$C-alone" --json > /dev/null
   done
 done
 for C in percentile auto; do
-  edgeclip export --model "$W/hostile" --out "$W/out" --format onnx --quant int8 --scheme static --calib-method "$C" \
+  edgeclip export --model "$(model_dir hostile)" --out "$W/out" --format onnx --quant int8 --scheme static --calib-method "$C" \
     --min-agreement 0 --name "hostile-static-$C-defaults" --json > /dev/null
 done
 edgeclip bench --out "$W/out" --target cpu --threads "$THREADS" --rounds 1 --reps 3 --report-dir benchmarks/results/calib_methods "$@"

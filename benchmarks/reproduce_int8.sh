@@ -3,14 +3,10 @@
 # on the same fixture with x50 outlier channels injected (benchmarks/outlier_model.py: same fp32 function), plus
 # accuracy control (--max-drop), all 10,000 test images, one bench run.  Needs ../shared.
 set -euo pipefail
-FIX=${FIXTURE:-../shared/fixtures/tiny_clip_fmnist}
 W=${WORK:-/tmp/edgeclip-int8}
-THREADS=${THREADS:-2}
-rm -rf "$W"; mkdir -p "$W/out"
-python benchmarks/outlier_model.py "$FIX" "$W/hostile" --scale 50
+. benchmarks/outlier_pair.sh
 for M in fixture hostile; do
-  SRC=$FIX; [ "$M" = hostile ] && SRC=$W/hostile
-  edgeclip export --model "$SRC" --format onnx --name "$M-fp32" --out "$W/out" --json > /dev/null
+  SRC=$(model_dir "$M")
   for SQ in 0 0.5; do
     T="$M-sq$SQ"
     E="--model $SRC --out $W/out --quant int8 --smoothquant $SQ --json"

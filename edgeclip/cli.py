@@ -11,6 +11,7 @@ import click
 
 from edgeclip.errors import EdgeclipError
 from edgeclip.benchmarks.targets import get_target, target_names
+from edgeclip.exporter.quantize.onnxruntime_static import CALIBRATIONS
 from edgeclip.exporter.routes import choices as route_choices
 
 FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
@@ -180,7 +181,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "auto"]), default=None,
+@click.option("--calib-method", type=click.Choice(CALIBRATIONS), default=None,
               help="onnxruntime static calibration [percentile]; auto: per tensor, the range (minmax / percentile / "
                    "entropy / MSE clip) with the lowest quantization error on the calibration images.")
 @click.option("--keep-float", multiple=True, help="ONNX node name to keep in float (static int8); repeatable.")

@@ -16,6 +16,7 @@ from pathlib import Path
 from edgeclip.errors import EdgeclipError
 
 from .compress.config import CompressRecipe
+from .quantize.onnxruntime_static import CALIBRATIONS
 
 from .routes import choices, find, refusal_reason, routes
 
@@ -159,8 +160,8 @@ class ExportRecipe:
         if r.calib_data is not None and not r.needs_calibration and not (r.compress and r.compress.needs_calibration):
             raise EdgeclipError("--calib-data is only used by --quant int8 (static ranges, SmoothQuant) and data-aware "
                                 "compression; drop it for float exports")
-        if r.calib_method not in ("minmax", "entropy", "percentile", "auto"):
-            raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use minmax, entropy, percentile or auto")
+        if r.calib_method not in CALIBRATIONS:
+            raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use {', '.join(CALIBRATIONS[:-1])} or {CALIBRATIONS[-1]}")
         if not (0 <= r.sensitive_float <= 1000):
             raise EdgeclipError(f"--sensitive-float must be between 0 and 1000 (got {r.sensitive_float})")
         r.keep_float = tuple(r.keep_float)

@@ -201,9 +201,13 @@ def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticCon
         chunks = [(i, min(i + per_chunk, full)) for i in range(0, full, per_chunk)]
         if len(data) % config.batch_size:
             chunks.append((full, full + 1))
-        for start, end in chunks:
-            reader.set_range(start, end)
-            calibrator.collect_data(reader)
+
+        def one_pass() -> None:
+            for start, end in chunks:
+                reader.set_range(start, end)
+                calibrator.collect_data(reader)
+
+        one_pass()
         if auto:   # a second pass: the same activations, each value weighted by what reaches the output
             import onnx
 
@@ -213,9 +217,7 @@ def calibrate(pre: Path, data: np.ndarray, input_name: str, config: OrtStaticCon
             weighted = WeightedHistograms(consumer_weights(onnx.load(str(pre), load_external_data=False)),
                                           {k: float(h[4]) for k, h in values.histogram_dict.items()}, options["num_bins"])
             calibrator.collector = weighted
-            for start, end in chunks:
-                reader.set_range(start, end)
-                calibrator.collect_data(reader)
+            one_pass()
             ranges, choices = _chosen_ranges(values, weighted, config)
             _choices_file(cache).write_text(json.dumps(choices))
         else:
@@ -233,16 +235,17 @@ def _choices_file(cache: Path) -> Path:
 def _chosen_ranges(collector, weighted, config: OrtStaticConfig):
     """Per tensor, the range with the lowest quantization error on its calibration activations (``range_choice``):
     output-weighted where the tensor feeds constant weights, the activation's own error elsewhere."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from collections import Counter
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorData, TensorsData
 
     from .range_choice import FINE_BINS, choose_range, coarser
 
     percentile = collector.compute_percentile()
-    fine = collector.histogram_dict
-    collector.histogram_dict = {name: coarser(h, FINE_BINS) for name, h in fine.items()}
-    collector.method, collector.num_quantized_bins = "entropy", 128
-    entropy = collector.compute_entropy()
-    collector.histogram_dict = fine
+    # entropy's search is quadratic in the bins: it runs on the same histograms at the configured resolution
+    coarse = HistogramCollector("entropy", False, config.histogram_bins, 128, config.percentile, "same")
+    coarse.histogram_dict = {name: coarser(h, FINE_BINS) for name, h in collector.histogram_dict.items()}
+    entropy = coarse.compute_entropy()
     data, per_tensor = {}, {}
     for name, (hist, edges, lowest, highest, _) in collector.histogram_dict.items():
         by_output = name in weighted.hist
@@ -254,9 +257,7 @@ def _chosen_ranges(collector, weighted, config: OrtStaticConfig):
         per_tensor[name] = {"method": c.method, "range": [round(c.lowest, 6), round(c.highest, 6)],
                             "error": "output-weighted" if by_output else "activation",
                             "mse": {k: float(f"{v:.4g}") for k, v in c.errors.items()}}
-    counts: dict[str, int] = {}
-    for v in per_tensor.values():
-        counts[v["method"]] = counts.get(v["method"], 0) + 1
+    counts = dict(Counter(v["method"] for v in per_tensor.values()))
     return TensorsData(CalibrationMethod.MinMax, data), {"method": "auto", "chosen": counts, "per_tensor": per_tensor}
 
 
