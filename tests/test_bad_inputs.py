@@ -235,6 +235,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("recipe-missing", lambda c: ["export", "--recipe", c.tmp / "r.toml"], "recipe file", 2),
     ("recipe-bad-syntax", lambda c: _recipe(c, "quant = = int8\n"), "cannot parse recipe", 2),
     ("recipe-unknown-key", lambda c: _recipe(c, 'quantt = "int8"\n'), "unknown recipe keys quantt", 2),
+    ("recipe-unknown-calib-method", lambda c: _recipe(c, f'model = "{c.clip}"\nquant = "int8"\nscheme = "static"\ncalib_method = "mse2"\n'),
+     "unknown --calib-method 'mse2'; use minmax, entropy, percentile or auto", 2),
     # compression: ratios, ranks, block indices and keep rates (refused before any file is written)
     ("svd-ratio-out-of-range", lambda c: _export(c, "--svd", "1.5"), "--svd must be a fraction of each layer's parameters", 2),
     ("svd-two-rules", lambda c: _export(c, "--svd", "0.5", "--svd-rank", "4"), "give one of --svd, --svd-energy, --svd-rank", 2),
