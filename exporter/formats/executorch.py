@@ -107,12 +107,37 @@ def _restore_level(logger: logging.Logger, level: int):
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def sdpa_as_bmm():
+    """While tracing, ``F.scaled_dot_product_attention`` is ``_sdpa_decomposition``: the captured graph holds the
+    bmm/softmax form directly.  Decomposing it afterwards (``run_decompositions``) retraces the whole program,
+    which with a free batch dim cost ~2-3 s of a fixture ``.pte`` export (2026-12-06, 2-core EPYC).  Every
+    attention edgeclip exports (its own ``ProjectedAttention``, ``nn.MultiheadAttention``'s functional path,
+    timm, open_clip) calls it through ``torch.nn.functional``; anything that reaches the aten op another way
+    is still decomposed by ``_capture``."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = _sdpa_decomposition
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def _has_sdpa(ep: torch.export.ExportedProgram) -> bool:
+    return any(n.op == "call_function" and n.target == torch.ops.aten.scaled_dot_product_attention.default
+               for n in ep.graph.nodes)
+
+
 def _capture(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
     try:
-        with torch.no_grad():
+        with torch.no_grad(), sdpa_as_bmm():
             ep = torch.export.export(module, (example,), dynamic_shapes=dyn)
-            return ep.run_decompositions({torch.ops.aten.scaled_dot_product_attention.default: _sdpa_decomposition})
+            if _has_sdpa(ep):
+                ep = ep.run_decompositions({torch.ops.aten.scaled_dot_product_attention.default: _sdpa_decomposition})
+            return ep
     except EdgeclipError:
         raise
     except Exception as e:  # torch.export raises many types; the first line is what the user needs
