@@ -99,14 +99,26 @@ def example_inputs(model_path: Path, batch: int = 2, seed: int = 0) -> dict[str,
     return feeds
 
 
-def _run(path: Path, feeds: dict[str, np.ndarray], threads: int = 2) -> list[np.ndarray]:
+def helper_session(path: Path):
+    """An onnxruntime CPU session for the exporter's own checks (sensitivity ranking, fusion checks).
+
+    Threads: the process's torch setting, like the rest of the export (two hard-coded threads doubled the CPU
+    an export took inside a one-core test worker).  No spinning: these runs are large batches, where waiting
+    threads that spin only take cores from other work (measured 2026-12-06, 2-core AMD EPYC, fixture ViT,
+    2,000 images at batch 64, the other core busy: 2 spinning threads 15.0 s wall / 20.0 CPU-s, 2 sleeping
+    12.4 / 15.2, 1 thread 11.7 / 11.6)."""
     import onnxruntime as ort
+    import torch
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return helper_session(path).run(None, feeds)
 
 
 def optimize_onnx(src: Path, dst: Path, *, model_type: str = "vit", num_heads: int = 0, hidden_size: int = 0,

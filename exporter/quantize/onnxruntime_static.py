@@ -418,13 +418,10 @@ def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, inp
             "runtime_kernels_cpu": kernels}
 
 
-def _run_all(path: Path, feeds: np.ndarray, input_name: str, threads: int = 2, batch: int = 64) -> np.ndarray:
-    import onnxruntime as ort
+def _run_all(path: Path, feeds: np.ndarray, input_name: str, batch: int = 64) -> np.ndarray:
+    from edgeclip.exporter.formats.onnx_optimize import helper_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = helper_session(path)
     return np.concatenate([sess.run(None, {input_name: feeds[i:i + batch]})[0] for i in range(0, len(feeds), batch)])
 
 
