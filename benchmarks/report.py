@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgeclip.manifest import library_versions
 
-from edgeclip.runtimes.cpu_features import SPEED_FLAGS, cpu_flags  # noqa: F401  (reports state them)
+from edgeclip.runtimes.cpu_features import SPEED_FLAGS, cpu_flags, usable_cores  # noqa: F401  (reports state them)
 
 SCHEMA = "edgeclip.bench/2"   # /2: one row per artifact x threads, worker-process memory, recommendation
 
@@ -55,7 +55,7 @@ def cpu_label(env: dict) -> str:
 
 def environment(threads: int) -> dict:
     return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "machine": platform.machine(), "cores": os.cpu_count(),
-            "threads": threads, "platform": platform.platform(),
+            "usable_cores": usable_cores(), "threads": threads, "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"), "ort_spinning": "off",
             "versions": library_versions()}
 

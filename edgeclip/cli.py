@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from edgeclip.errors import EdgeclipError
 from edgeclip.benchmarks.targets import get_target, target_names
 from edgeclip.exporter.quantize.onnxruntime_static import CALIBRATIONS
 from edgeclip.exporter.routes import choices as route_choices
+from edgeclip.runtimes.cpu_features import usable_cores
 
 FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
 
@@ -313,7 +313,7 @@ def _threads(value: str | None) -> list[int] | None:
     for part in value.split(","):
         part = part.strip().lower()
         if part == "all":
-            out.append(os.cpu_count() or 1)
+            out.append(usable_cores())
         elif part.isdigit() and int(part) >= 1:
             out.append(int(part))
         else:

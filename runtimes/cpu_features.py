@@ -8,6 +8,7 @@ asimddp = dot product, i8mm = int8 matrix multiply, bf16).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
@@ -28,6 +29,15 @@ def cpu_flags(cpuinfo: str | None = None) -> list[str]:
         if key.strip() in ("flags", "Features"):
             have.update(value.split())
     return [f for f in SPEED_FLAGS if f in have]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a cgroup cpuset, a pinned test worker), not
+    every core the machine has.  "All cores" means these, so a default thread count never oversubscribes them."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):   # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def bf16_units(flags: list[str] | None = None) -> list[str]:

@@ -8,11 +8,11 @@ particular to it.  Adding one (an ARM board, a phone) is a module here plus its 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.runtimes.cpu_features import usable_cores
 
 from ..timing import TimingConfig, speedups
 
@@ -42,7 +42,7 @@ class BenchTarget:
     peers: bool = False               # whether --peers (plain ONNX / ORT defaults / torch.ao rows) make sense here
 
     def default_threads(self) -> list[int]:
-        return [os.cpu_count() or 1]
+        return [usable_cores()]
 
     def unavailable(self, opts: "BenchOptions") -> str | None:
         """Why this target cannot measure anything on this machine (reported, not raised); None when it can."""
