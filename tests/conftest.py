@@ -28,7 +28,16 @@ TINY_CFG = {
 # one process spin on the cores the other needs: measured here, tests that take 8 s alone took 95 s in the suite.
 # Benchmarks set their own thread counts (bench workers get --threads), so this only changes in-process work.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    _per_worker = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _per_worker = max(1, (os.cpu_count() or 1) // _workers)
+    # Each worker, and every process it starts (bench workers, CLI runs), keeps to its own cores: "all cores" in
+    # those children means this worker's share (runtimes.cpu_features.usable_cores), so a bench run by one worker
+    # does not put two threads on the core the other worker is using.  Measured 2026-12-06 (2-core AMD EPYC): a
+    # 2-thread onnxruntime pass with the other core busy cost 20 CPU-s where one thread took 11.6 for the same work.
+    _cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    _index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if len(_cpus) >= _workers * _per_worker:
+        os.sched_setaffinity(0, _cpus[_index * _per_worker:(_index + 1) * _per_worker])
     torch.set_num_threads(_per_worker)
     os.environ.setdefault("OMP_NUM_THREADS", str(_per_worker))
     # Child processes (bench workers at --threads 2, CLI runs) sleep between parallel regions instead of spinning:
@@ -37,12 +46,19 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # (and bench's) default policy is measured in benchmarks/, not here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Test files that take a minute or more (measured: tests/test_fixture_int8_matrix.py ~190 s, test_fixture_accuracy.py
-# ~85 s, test_packaging.py ~50 s, exporter/test_executorch.py ~55 s, models/test_families.py ~80 s on 2 cores).
-# pytest-xdist's loadfile hands files out in collection order, so when these come last one worker runs a long tail
-# alone; moving them to the front lets the short files fill in around them (longest-first scheduling).
-LONGEST_FIRST = ("test_fixture_int8_matrix.py", "test_fixture_accuracy.py", "test_families.py", "test_executorch.py",
-                 "test_packaging.py")
+# Test files that take the longest (measured 2026-12-06, suite on 2 cores: tests/test_fixture_int8_matrix.py ~200 s,
+# models/test_families.py ~95 s, test_fixture_accuracy.py ~80-120 s, test_packaging.py ~55 s, exporter/test_executorch.py
+# ~52 s, test_reliability.py ~47 s, benchmarks/test_bench.py ~44 s).  They go first so the short files fill in around
+# them (longest-first scheduling): started late (at 213 s and 376 s of a 534 s run), the matrix and the fixture
+# accuracy file left one worker running alone at the end.  pytest-xdist 3.x hands out files largest-test-count first unless told not to, which put the
+# matrix (6 tests) behind files of many quick parametrized tests; ``pytest_configure`` turns that off.
+LONGEST_FIRST = ("test_fixture_int8_matrix.py", "test_families.py", "test_fixture_accuracy.py", "test_packaging.py",
+                 "test_executorch.py", "test_reliability.py", "test_bench.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist >= 3.7: keep the collection order below
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
