@@ -102,11 +102,12 @@ def example_inputs(model_path: Path, batch: int = 2, seed: int = 0) -> dict[str,
 def helper_session(path: Path):
     """An onnxruntime CPU session for the exporter's own checks (sensitivity ranking, fusion checks).
 
-    Threads: the process's torch setting, like the rest of the export (two hard-coded threads doubled the CPU
-    an export took inside a one-core test worker).  No spinning: these runs are large batches, where waiting
-    threads that spin only take cores from other work (measured 2026-12-06, 2-core AMD EPYC, fixture ViT,
-    2,000 images at batch 64, the other core busy: 2 spinning threads 15.0 s wall / 20.0 CPU-s, 2 sleeping
-    12.4 / 15.2, 1 thread 11.7 / 11.6)."""
+    Threads: the process's torch setting, like the rest of the export, instead of a hard-coded 2 (too few on a
+    16-core box, too many in a process given one core; fixture static int8 ONNX export on an idle 2-core EPYC:
+    2 threads 18.5-20.0 s wall / 27-29 CPU-s, 1 thread 24-25 s / 25 CPU-s).  No spinning: these runs are large
+    batches, where waiting threads that spin only take cores from other work (2026-12-06, 2-core AMD EPYC,
+    fixture ViT, 2,000 images at batch 64, the other core busy: 2 spinning threads 15.0 s wall / 20.0 CPU-s,
+    2 sleeping 12.4 / 15.2, 1 thread 11.7 / 11.6)."""
     import onnxruntime as ort
     import torch
 
