@@ -184,6 +184,9 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--calib-method", type=click.Choice(CALIBRATIONS), default=None,
               help="onnxruntime static calibration [percentile]; auto: per tensor, the range (minmax / percentile / "
                    "entropy / MSE clip) with the lowest quantization error on the calibration images.")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="static int8 .onnx: shift each int8 Linear's bias so its mean output on the calibration images equals "
+                   "fp32's [off].")
 @click.option("--keep-float", multiple=True, help="ONNX node name to keep in float (static int8); repeatable.")
 @click.option("--sensitive-float", type=int, default=None,
               help="Also keep the K ONNX nodes with the worst measured int8 error float (static) [3].")
@@ -209,7 +212,7 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
 @compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
-           calib_method, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant, optimize, verify_size,
+           calib_method, bias_correction, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant, optimize, verify_size,
            min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
     """Export a model to verified deployable artifacts (written atomically with manifest.json).
 
@@ -226,6 +229,7 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "target": target, "formats": _formats(formats) if formats else None, "data": data, "calib_data": calib_data,
              "calib_size": calib_size, "verify_size": verify_size, "out": out, "name": name,
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
+             "bias_correction": bias_correction,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize,
              "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
              "group_size": group_size}

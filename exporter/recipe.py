@@ -66,6 +66,7 @@ class ExportRecipe:
     templates: list[str] | None = field(default=None)
     calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile | auto (per tensor)
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
+    bias_correction: bool = False         # onnxruntime static: correct each int8 Linear's mean output shift
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
     max_drop: float | None = None         # int8: keep the most sensitive layers float until top-1 on held-out calibration
                                           # images is within this many points of fp32 (accuracy control)
@@ -162,6 +163,9 @@ class ExportRecipe:
                                 "compression; drop it for float exports")
         if r.calib_method not in CALIBRATIONS:
             raise EdgeclipError(f"unknown --calib-method {r.calib_method!r}; use {', '.join(CALIBRATIONS[:-1])} or {CALIBRATIONS[-1]}")
+        if r.bias_correction and (r.scheme != "static" or r.formats != ("onnx",)):
+            raise EdgeclipError("--bias-correction applies to --quant int8 --scheme static --format onnx only (the .pte and "
+                                ".ptl quantizers fold their biases into int8 kernels); drop it or export that format alone")
         if not (0 <= r.sensitive_float <= 1000):
             raise EdgeclipError(f"--sensitive-float must be between 0 and 1000 (got {r.sensitive_float})")
         r.keep_float = tuple(r.keep_float)

@@ -179,6 +179,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str, int]] = [
     ("calib-data-for-fp32", lambda c: _export(c, "--calib-data", c.calib), "--calib-data is only used by --quant int8", 2),
     ("calib-data-without-smoothquant", lambda c: _export(c, "--quant", "int8", "--smoothquant", "0", "--calib-data", c.calib),
      "--calib-data is only used by --quant int8", 2),
+    ("bias-correction-dynamic", lambda c: _export(c, "--quant", "int8", "--bias-correction"),
+     "--bias-correction applies to --quant int8 --scheme static --format onnx only", 2),
     ("int4-group-7", lambda c: _export(c, "--quant", "int4", "--group-size", "7"), "--group-size 7 is not available", 2),
     ("max-drop-negative", lambda c: _export(c, "--quant", "int8", "--max-drop", "-1"), "--max-drop is top-1 points", 2),
     ("smoothquant-alpha-1", lambda c: _export(c, "--quant", "int8", "--smoothquant", "1"),

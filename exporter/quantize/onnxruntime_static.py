@@ -58,6 +58,7 @@ class OrtStaticConfig:
     histogram_bins: int = 512                       # entropy / percentile histogram resolution
     batch_size: int = 32                            # calibration batch
     preprocess: bool = True                         # ORT's quant_pre_process (shape inference + basic opt)
+    bias_correction: bool = False                   # give quantized Linears their fp32 mean output back (bias_correction)
 
     def __post_init__(self):
         if self.calibration not in CALIBRATIONS:
@@ -394,12 +395,18 @@ def quantize_onnx_static(fp32_path: Path, out_path: Path, calib: np.ndarray, inp
         cache = _ranges(pre, data, input_name, config, Path(tmp), calibration_cache)
         chosen = range_choices(cache) if config.calibration == "auto" else None
         _quantize(pre, out_path, config, cache)
+        if config.bias_correction:
+            from .bias_correction import correct_bias
+
+            corrected = correct_bias(pre, out_path, data, input_name)
     summary = qdq_summary(onnx.load(str(out_path), load_external_data=False))
     kernels = runtime_kernels(out_path)
     calibration = {"method": config.calibration, "images": int(len(data)), "batch_size": config.batch_size,
                    "activation_symmetric": config.activation_symmetric}
     if config.calibration in ("percentile", "auto"):
         calibration["percentile"] = config.percentile
+    if config.bias_correction:
+        calibration["bias_correction"] = corrected
     if chosen:
         calibration["chosen"] = chosen["chosen"]             # tensors per winning method
         calibration["per_tensor"] = chosen["per_tensor"]     # each tensor's method, range and every candidate's error

@@ -54,7 +54,8 @@ def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 
     keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
-    config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(dict.fromkeys(keep)))
+    config = OrtStaticConfig(calibration=recipe.calib_method, exclude_nodes=tuple(dict.fromkeys(keep)),
+                             bias_correction=recipe.bias_correction)
     ranked = []
     # one calibration pass for the sensitivity ranking and the final file: the activation ranges depend on the
     # prepared graph, the images and the method, not on which nodes stay float
