@@ -77,6 +77,11 @@ def _targets(model) -> list[dict]:
     return found
 
 
+def _input_key(t: dict) -> tuple:
+    """One mean per input tensor and its quantization: q, k and v read the same tensor through the same Q/DQ."""
+    return t["input"], t["x_scale"], int(t["x_zero"]), t["x_zero"].dtype.str
+
+
 def correct_bias(fp32_path: Path, quant_path: Path, calib: np.ndarray, input_name: str, *, batch: int = 32) -> dict:
     """Rewrite ``quant_path`` (made from ``fp32_path`` by QDQ quantization, tensor names shared) in place with
     corrected biases; returns facts for the manifest (layers corrected, the size of the shifts)."""
@@ -86,39 +91,36 @@ def correct_bias(fp32_path: Path, quant_path: Path, calib: np.ndarray, input_nam
     from edgeclip.exporter.formats.onnx_optimize import helper_session
 
     quant = onnx.load(str(quant_path))
-    targets = _targets(quant)
-    if not targets:
-        return {"layers": 0, "note": "no MatMul + bias pairs with int8 weights"}
     fp32 = onnx.load(str(fp32_path))
     weights = {i.name: i for i in fp32.graph.initializer}
-    targets = [t for t in targets if t["weight_fp32"] in weights]
-    names = list(dict.fromkeys(t["input"] for t in targets))
+    targets = [t for t in _targets(quant) if t["weight_fp32"] in weights]
+    if not targets:
+        return {"layers": 0, "note": "no MatMul + bias pairs with int8 weights"}
     known = {o.name for o in fp32.graph.output}
-    for name in names:      # expose each corrected layer's fp32 input
+    for name in dict.fromkeys(t["input"] for t in targets):      # expose each corrected layer's fp32 input
         if name not in known:
             fp32.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    sums = {_input_key(t): [0.0, 0.0, 0] for t in targets}      # sum of x, sum of Q(x), rows
     with_outputs = Path(quant_path).with_suffix(".bias-probe.onnx")
     try:
         onnx.save(fp32, str(with_outputs))
         sess = helper_session(with_outputs)
-        wanted = [o.name for o in sess.get_outputs() if o.name in set(names)]
-        sums = {t["matmul"]: [0.0, 0.0] for t in targets}
-        rows = {t["matmul"]: 0 for t in targets}
+        wanted = list(dict.fromkeys(name for name, *_ in sums))
         for i in range(0, len(calib), batch):
             acts = dict(zip(wanted, sess.run(wanted, {input_name: np.ascontiguousarray(calib[i:i + batch])})))
-            for t in targets:
-                x = acts[t["input"]].reshape(-1, acts[t["input"]].shape[-1]).astype(np.float64)
-                xq = _fake_quant(x, t["x_scale"], int(t["x_zero"]), t["x_zero"].dtype)
-                s = sums[t["matmul"]]
-                s[0], s[1] = s[0] + x.sum(0), s[1] + xq.sum(0)
-                rows[t["matmul"]] += len(x)
+            for (name, scale, zero, dtype), s in sums.items():
+                x = acts[name].reshape(-1, acts[name].shape[-1]).astype(np.float64)
+                s[0] = s[0] + x.sum(0)
+                s[1] = s[1] + _fake_quant(x, scale, zero, np.dtype(dtype)).sum(0)
+                s[2] += len(x)
     finally:
         with_outputs.unlink(missing_ok=True)
 
     inits = {i.name: i for i in quant.graph.initializer}
     shifts = []
     for t in targets:
-        mean_x, mean_xq = (v / rows[t["matmul"]] for v in sums[t["matmul"]])
+        sum_x, sum_xq, n = sums[_input_key(t)]
+        mean_x, mean_xq = sum_x / n, sum_xq / n
         w = numpy_helper.to_array(weights[t["weight_fp32"]]).astype(np.float64)
         wq = _dequantize(t["weight_q"], t["weight_scale"], t["weight_zero"], t["axis"])
         shift = mean_xq @ wq - mean_x @ w
