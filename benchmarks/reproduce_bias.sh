@@ -8,10 +8,11 @@ W=${WORK:-/tmp/edgeclip-bias}
 . benchmarks/outlier_pair.sh
 for M in fixture hostile; do
   for B in no-bias-correction bias-correction; do
-    edgeclip export --model "$(model_dir "$M")" --out "$W/out" --format onnx --quant int8 --scheme static --"$B" \
-      --smoothquant 0 --sensitive-float 0 --min-agreement 0 --name "$M-static-alone-$B" --json > /dev/null
-    edgeclip export --model "$(model_dir "$M")" --out "$W/out" --format onnx --quant int8 --scheme static --"$B" \
-      --min-agreement 0 --name "$M-static-defaults-$B" --json > /dev/null
+    for R in alone defaults; do
+      RULE=(); [ "$R" = alone ] && RULE=(--smoothquant 0 --sensitive-float 0)
+      edgeclip export --model "$(model_dir "$M")" --out "$W/out" --format onnx --quant int8 --scheme static --"$B" \
+        "${RULE[@]}" --min-agreement 0 --name "$M-static-$R-$B" --json > /dev/null
+    done
   done
 done
 edgeclip bench --out "$W/out" --target cpu --threads "$THREADS" --rounds 1 --reps 3 --report-dir benchmarks/results/bias_correction "$@"

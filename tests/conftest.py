@@ -50,8 +50,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # models/test_families.py ~95 s, test_fixture_accuracy.py ~80-120 s, test_packaging.py ~55 s, exporter/test_executorch.py
 # ~52 s, test_reliability.py ~47 s, benchmarks/test_bench.py ~44 s).  They go first so the short files fill in around
 # them (longest-first scheduling): started late (at 213 s and 376 s of a 534 s run), the matrix and the fixture
-# accuracy file left one worker running alone at the end.  pytest-xdist 3.x hands out files largest-test-count first unless told not to, which put the
-# matrix (6 tests) behind files of many quick parametrized tests; ``pytest_configure`` turns that off.
+# accuracy file left one worker running alone at the end.  pytest-xdist 3.x hands out files largest test count
+# first unless told not to, which put the matrix (6 tests) behind files of many quick parametrized tests;
+# ``pytest_configure`` turns that off.
 LONGEST_FIRST = ("test_fixture_int8_matrix.py", "test_families.py", "test_fixture_accuracy.py", "test_packaging.py",
                  "test_executorch.py", "test_reliability.py", "test_bench.py")
 
