@@ -216,3 +216,44 @@ def test_int4_8da4w_program_quantizes_linears_and_honours_float_layers(clf, arti
     assert path.stat().st_size < 0.6 * artifacts["fp32"][0].stat().st_size   # width-64 toy: the float share is large
     got = load_pte(str(path), threads=1).run(images)
     assert _cosine(got, ref).mean() > 0.97
+
+
+class _LinearThenRuntimeWeight(torch.nn.Module):
+    """One Linear XNNPACK takes whole (a parameter weight) and, optionally, one it refuses to keep whole (a weight
+    computed at run time)."""
+
+    def __init__(self, runtime_weight: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 8)
+        self.w = torch.nn.Parameter(torch.randn(8, 8))
+        self.runtime_weight = runtime_weight
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.nn.functional.linear(y, self.w * 2) if self.runtime_weight else y
+
+
+@pytest.mark.parametrize("runtime_weight", [False, True])
+def test_partitioner_keeps_an_op_whole_only_when_xnnpack_takes_every_node_of_it(runtime_weight, tmp_path):
+    """xnnpack_partitioner decides per op type up front (so ExecuTorch decomposes once): linear is kept whole when
+    XNNPACK's own per-node check passes on every linear, decomposed when any fails -- and the program is still the
+    model either way."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from edgeclip.exporter.formats.executorch import xnnpack_partitioner
+
+    module = _LinearThenRuntimeWeight(runtime_weight).eval()
+    x = torch.randn(4, 8)
+    ep = torch.export.export(module, (x,)).run_decompositions({})
+    _, stock_check = XnnpackPartitioner().ops_to_not_decompose(ep)
+    linears = [n for n in ep.graph.nodes if n.target == torch.ops.aten.linear.default]
+    assert [stock_check(n) for n in linears] == ([True, False] if runtime_weight else [True])
+    ops, check = xnnpack_partitioner().ops_to_not_decompose(ep)
+    assert check is None
+    assert ops == ([] if runtime_weight else [torch.ops.aten.linear.default])
+    path = tmp_path / "m.pte"
+    export_pte(module, x, path)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    np.testing.assert_allclose(load_pte(str(path), threads=1).run(x.numpy()), ref, atol=1e-5)
