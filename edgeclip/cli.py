@@ -203,6 +203,8 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
               help="int8: move outlier activation ranges into the next Linear's weights (SmoothQuant, exact in fp32; "
                    "uses calibration images) with strength ALPHA; 0 turns it off [0.5].")
 @click.option("--optimize/--no-optimize", default=None, help="Run onnxruntime's transformer optimizer before quantizing [off].")
+@click.option("--fused-attention/--no-fused-attention", default=None,
+              help="ONNX: write attention as onnxruntime's MultiHeadAttention op (the file then needs onnxruntime) [off].")
 @click.option("--verify-size", type=int, default=None, help="Real images used to verify each artifact against eager fp32 [256].")
 @click.option("--min-agreement", type=float, default=None, help="Override the top-1 agreement bar (0-1) an artifact must reach.")
 @click.option("--min-cosine", type=float, default=None, help="Override the mean cosine bar (0-1) an artifact must reach.")
@@ -212,8 +214,8 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
 @compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
-           calib_method, bias_correction, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant, optimize, verify_size,
-           min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
+           calib_method, bias_correction, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant,
+           optimize, fused_attention, verify_size, min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
     """Export a model to verified deployable artifacts (written atomically with manifest.json).
 
     \b
@@ -231,7 +233,7 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "min_agreement": min_agreement, "min_cosine": min_cosine, "calib_method": calib_method,
              "bias_correction": bias_correction,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize,
-             "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
+             "fused_attention": fused_attention, "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
              "group_size": group_size}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
     recipe.validated()  # refuse impossible combinations before loading anything

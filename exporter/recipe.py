@@ -75,6 +75,7 @@ class ExportRecipe:
     smoothquant: float | None = 0.5       # int8: SmoothQuant migration strength alpha (0 or None: off); needs calibration images
     target: str | None = None            # cpu | mobile | cuda; default: cuda for fp16/bf16, else cpu
     optimize: bool = False                # onnx: onnxruntime transformer optimizer (LayerNorm / GELU fusion) first
+    fused_attention: bool = False         # onnx: attention as onnxruntime's MultiHeadAttention contrib op
     min_cosine: float | None = None       # override the stated fidelity bar (exporter/fidelity.py THRESHOLDS)
     min_agreement: float | None = None    # fraction 0..1
     compress: CompressRecipe | None = None   # passes run before quantization (exporter/compress)
@@ -166,6 +167,9 @@ class ExportRecipe:
         if r.bias_correction and (r.scheme != "static" or r.formats != ("onnx",)):
             raise EdgeclipError("--bias-correction applies to --quant int8 --scheme static --format onnx only (the .pte and "
                                 ".ptl quantizers fold their biases into int8 kernels); drop it or export that format alone")
+        if r.fused_attention and "onnx" not in r.formats:
+            raise EdgeclipError("--fused-attention writes onnxruntime's MultiHeadAttention op into .onnx files; ExecuTorch "
+                                "and TorchScript-lite have their own attention kernels: drop it or add --format onnx")
         if not (0 <= r.sensitive_float <= 1000):
             raise EdgeclipError(f"--sensitive-float must be between 0 and 1000 (got {r.sensitive_float})")
         r.keep_float = tuple(r.keep_float)

@@ -17,9 +17,15 @@ def _fp32_file(subject, recipe, stage: Path, split: bool) -> tuple[Path, dict]:
     from edgeclip.exporter.quantize.attention import split_attention
 
     fp32 = stage / "fp32.onnx.tmp"
+    # fused attention takes q, k and v as the split layout's Linears write them (no head transposes around the op)
+    split = split or recipe.fused_attention
     module = split_attention(subject.module) if split else subject.module
-    export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name)
+    export_onnx(module, subject.example, fp32, subject.input_name, subject.output_name, fused_attention=recipe.fused_attention)
     facts: dict = {}
+    if recipe.fused_attention:
+        from edgeclip.exporter.formats.onnx_attention import fused_attention_facts
+
+        facts["fused_attention"] = fused_attention_facts(fp32)
     if recipe.optimize:
         optimized = stage / "optimized.onnx.tmp"
         facts["optimizer"] = optimize_onnx(fp32, optimized, check_inputs=subject.verify_inputs[:8])
@@ -35,22 +41,29 @@ def fp32(subject, recipe, stage: Path) -> dict:
 
 
 def fp16(src: Path, dst: Path, subject, recipe) -> dict:
+    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
     from edgeclip.exporter.quantize.half import convert_onnx_fp16
 
-    return {"dtype": "fp16", "backend": "onnxruntime", **convert_onnx_fp16(src, dst)}
+    info = convert_onnx_fp16(src, dst)
+    strip_exporter_metadata_file(dst)
+    return {"dtype": "fp16", "backend": "onnxruntime", **info}
 
 
 def int8_dynamic(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 
+    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
+
     config = OrtDynamicConfig(exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
     info = quantize_onnx_dynamic(src, dst, config)
+    strip_exporter_metadata_file(dst)
     return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
 def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
+    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
     from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 
     keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
@@ -66,6 +79,7 @@ def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
                                      calibration_cache=ranges)
             config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
         info = quantize_onnx_static(src, dst, subject.calib_inputs, subject.input_name, config, calibration_cache=ranges)
+    strip_exporter_metadata_file(dst)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
     return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
