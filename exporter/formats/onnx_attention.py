@@ -1,13 +1,16 @@
 """Attention exported as onnxruntime's fused ``com.microsoft.MultiHeadAttention`` op.
 
 Why: a torch-dynamo ONNX export spells each attention as Transpose / Reshape / MatMul / Mul / Softmax /
-MatMul / Transpose, and no onnxruntime fusion pattern matches that graph (see ``onnx_optimize``).  On a
-ViT-B-32 image tower at batch 1, int8 dynamic, the Transposes alone were 10.8 % of onnxruntime's kernel time
-(61 per call) and the attention arithmetic a few percent more.  Instead of pattern-matching the exported graph,
-attention is *traced* as one op: while exporting, ``F.scaled_dot_product_attention`` calls with no mask, no
-dropout and equal head sizes go through ``edgeclip::multi_head_attention`` (q, k, v as [batch, tokens,
-heads * head_dim]), which the ONNX translation writes as ``MultiHeadAttention(q, k, v, num_heads, scale)``.
-Eager and traced, the op computes exactly what SDPA computed (it calls SDPA), so the fp32 function is unchanged.
+MatMul / Transpose, and no onnxruntime fusion pattern matches that graph (see ``onnx_optimize``).  Instead of
+pattern-matching the exported graph, attention is *traced* as one op: while exporting,
+``F.scaled_dot_product_attention`` calls with no mask, no dropout and equal head sizes go through
+``edgeclip::multi_head_attention`` (q, k, v as [batch, tokens, heads * head_dim]), which the ONNX translation
+writes as ``MultiHeadAttention(q, k, v, num_heads, scale)``.  Eager and traced the op calls SDPA, so the fp32
+function is unchanged (max abs error vs eager the same as without it).
+
+What it buys (benchmarks/README.md, "Fused attention"): nothing at ViT-B-32's 50 tokens, where onnxruntime's
+profiler blamed 10.8 % of int8 kernel time on Transposes but end-to-end latency did not move; int8 1.16x on
+ViT-B-16 (197 tokens) and 1.05-1.27x on the 65-token fixture.  Hence opt-in (``--fused-attention``).
 
 Cost: the file needs onnxruntime (a contrib op), like every fused file ``onnx_optimize`` writes.  Calls with a
 mask (CLIP's causal text tower) or anything else the contrib op does not express stay as they were.
