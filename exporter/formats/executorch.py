@@ -29,8 +29,8 @@ Choices, each measured on the 6-block width-192 fixture ViT (2 shared CPU cores)
   19.8 -> 21.3 ms; lowering took 24 % longer.  XNNPACK's mean is a global average pool, which
   costs more than the portable LayerNorm plus the partition switch it replaces.
 * Where lowering time goes (fixture int8 static, ~33-40 s): ExecuTorch's ``run_decompositions``
-  retraces of the whole graph (~50 %, twice that of a static batch; four of them with the stock
-  XNNPACK partitioner, two with ``xnnpack_partitioner``) and XNNPACK's 17 preprocess passes per
+  retraces of the whole graph (~50 %, twice that of a static batch; three before partitioning with
+  the stock XNNPACK partitioner, one or two with ``xnnpack_partitioner``) and XNNPACK's 17 preprocess passes per
   partition (~40 %, ~5 s of it a one-time build of its bilinear/SDPA pattern graphs per process; the
   pass list is not configurable through public API).  Deep copies of
   FX provenance records at every pass were another ~20 % (73 -> 54 s for the whole int8 static export, 3
@@ -205,7 +205,8 @@ def xnnpack_partitioner():
     any such check sends ``to_edge_transform_and_lower`` down its EDGE_DO_NOT_DECOMP path: two more whole-program
     ``run_decompositions`` retraces.  Here the check runs once, up front, on every node of those ops: an op type
     whose nodes all pass is kept whole, one with any failing node is decomposed everywhere (the stock path would
-    decompose only the failing nodes), and no check is handed on, so ExecuTorch decomposes once.  Measured on the
+    decompose only the failing nodes), and no check is handed on, so after functionalizing ExecuTorch decomposes at
+    most once more (not at all when nothing decomposable is left), instead of twice.  Measured on the
     fixture (2026-12-06, 2-core AMD EPYC, 1 thread): the ``.pte`` files are byte-identical to the stock lowering's
     for fp32, int8 dynamic and int8 static, and lowering took 16.7 -> 13.7 s, 24.7 -> 23.0 s and 32.7 -> 26.6 s.
     """
