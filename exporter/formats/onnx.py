@@ -57,19 +57,15 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     program.save(str(path), external_data=False)
 
 
-def strip_exporter_metadata(model) -> None:
-    """Drop the exporter's per-node provenance (``pkg.torch.onnx.*`` stack traces, module paths, FX names) from a
-    ModelProto about to ship.  It is ~0.5-2 KB per node -- a third of a small int4 file, 0.3 MB of the fixture's
+def strip_exporter_metadata(path: Path) -> None:
+    """Drop the exporter's per-node provenance (``pkg.torch.onnx.*`` stack traces, module paths, FX names) from an
+    ONNX file about to ship.  It is ~0.5-2 KB per node -- a third of a small int4 file, 0.3 MB of the fixture's
     int8 file with fused attention -- and names the exporting machine's source paths.  The quantizers read the
     module paths (``quantize.mixed.onnx_nodes_of``) from the fp32 intermediate, never from the shipped file."""
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-
-
-def strip_exporter_metadata_file(path: Path) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    strip_exporter_metadata(model)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
     onnx.save_model(model, str(path))

@@ -17,13 +17,10 @@ def quantize_onnx_int4(fp32_path: Path, out_path: Path, block_size: int = 32, ac
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from edgeclip.exporter.formats.onnx import strip_exporter_metadata
-
     model = onnx.load(str(fp32_path))
     q = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level,
                              nodes_to_exclude=list(exclude_nodes))
     q.process()
-    strip_exporter_metadata(q.model.model)
     onnx.save_model(q.model.model, str(out_path))
     ops: dict[str, int] = {}
     for node in q.model.model.graph.node:

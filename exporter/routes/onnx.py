@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 
 from .base import Route, file_route, model_path, refuse, register
@@ -41,29 +41,22 @@ def fp32(subject, recipe, stage: Path) -> dict:
 
 
 def fp16(src: Path, dst: Path, subject, recipe) -> dict:
-    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
     from edgeclip.exporter.quantize.half import convert_onnx_fp16
 
-    info = convert_onnx_fp16(src, dst)
-    strip_exporter_metadata_file(dst)
-    return {"dtype": "fp16", "backend": "onnxruntime", **info}
+    return {"dtype": "fp16", "backend": "onnxruntime", **convert_onnx_fp16(src, dst)}
 
 
 def int8_dynamic(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
     from edgeclip.exporter.quantize.onnxruntime_dynamic import OrtDynamicConfig, quantize_onnx_dynamic
 
-    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
-
     config = OrtDynamicConfig(exclude_nodes=tuple(onnx_nodes_of(src, recipe.float_layers)))
     info = quantize_onnx_dynamic(src, dst, config)
-    strip_exporter_metadata_file(dst)
     return {"dtype": "int8", "scheme": "dynamic", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
 def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
     from edgeclip.exporter.quantize.mixed import onnx_nodes_of
-    from edgeclip.exporter.formats.onnx import strip_exporter_metadata_file
     from edgeclip.exporter.quantize.onnxruntime_static import OrtStaticConfig, quantize_onnx_static, sensitive_nodes
 
     keep = (*recipe.keep_float, *onnx_nodes_of(src, recipe.float_layers))
@@ -79,7 +72,6 @@ def int8_static(src: Path, dst: Path, subject, recipe) -> dict:
                                      calibration_cache=ranges)
             config = replace(config, exclude_nodes=tuple(dict.fromkeys([*keep, *(n for n, _ in ranked)])))
         info = quantize_onnx_static(src, dst, subject.calib_inputs, subject.input_name, config, calibration_cache=ranges)
-    strip_exporter_metadata_file(dst)
     info["sensitive_nodes_measured"] = [{"node": n, "rel_error_alone": e} for n, e in ranked]
     return {"dtype": "int8", "scheme": "static", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
@@ -92,19 +84,35 @@ def int4(src: Path, dst: Path, subject, recipe) -> dict:
     return {"dtype": "int4", "scheme": "dynamic", "backend": "onnxruntime", **info, "float_layers": list(recipe.float_layers)}
 
 
+def _shipped(rewrite):
+    """``rewrite`` (fp32 source -> shipped file), then the shipped file loses the exporter's per-node provenance
+    (``formats.onnx.strip_exporter_metadata``); the rewrite still reads module paths from the source."""
+    @wraps(rewrite)
+    def run(src: Path, dst: Path, subject, recipe) -> dict:
+        from edgeclip.exporter.formats.onnx import strip_exporter_metadata
+
+        info = rewrite(src, dst, subject, recipe)
+        strip_exporter_metadata(dst)
+        return info
+
+    return run
+
+
 # int8 / int4: separate q/k/v Linears so the attention projections are quantized too (same function)
 _SPLIT, _WHOLE = partial(_fp32_file, split=True), partial(_fp32_file, split=False)
 
 register(Route("onnx", "none", None, "onnxruntime", "torch.onnx.export (dynamo, opset 18)", fp32))
 register(file_route("onnx", "int8", "dynamic", "onnxruntime",
                     "onnxruntime quantize_dynamic, per-channel int8 weights in a 7-bit range (no saturation on pre-VNNI x86)",
-                    _SPLIT, int8_dynamic))
+                    _SPLIT, _shipped(int8_dynamic)))
 register(file_route("onnx", "int8", "static", "onnxruntime",
-                    "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float", _SPLIT, int8_static))
+                    "onnxruntime quantize_static QDQ, per-channel, calibrated; sensitive nodes float",
+                    _SPLIT, _shipped(int8_static)))
 register(file_route("onnx", "int4", "dynamic", "onnxruntime",
-                    "onnxruntime MatMulNBits: int4 weights per group (--group-size), int8 activations at run time", _SPLIT, int4))
+                    "onnxruntime MatMulNBits: int4 weights per group (--group-size), int8 activations at run time",
+                    _SPLIT, _shipped(int4)))
 register(file_route("onnx", "fp16", None, "onnxruntime", "fp32 ONNX converted to fp16 (onnxruntime.transformers.float16), "
-                    "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", _WHOLE, fp16))
+                    "fp32 inputs/outputs kept; for onnxruntime's CUDA EP", _WHOLE, _shipped(fp16)))
 
 refuse("bf16 ONNX is not offered (onnxruntime's bf16 kernel coverage is partial and its CPU EP cannot run the file to "
        "verify it)", format="onnx", quant="bf16")
