@@ -53,7 +53,7 @@ import torch
 from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.exporter.provenance import shared_provenance
 
-from . import FREE_BATCH_FIX
+from . import FREE_BATCH_FIX, sdpa_replaced_by
 
 DELEGATES = ("xnnpack", "portable")
 MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
@@ -118,14 +118,8 @@ def sdpa_as_bmm():
     timm, open_clip) calls it through ``torch.nn.functional``; anything that reaches the aten op another way
     is still decomposed by ``_capture``.  The swap is process-wide for the capture's duration: another thread
     calling attention with dropout then would be refused, so export from one thread."""
-    import torch.nn.functional as F
-
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = _sdpa_decomposition
-    try:
+    with sdpa_replaced_by(_sdpa_decomposition):
         yield
-    finally:
-        F.scaled_dot_product_attention = original
 
 
 def _has_sdpa(ep: torch.export.ExportedProgram) -> bool:

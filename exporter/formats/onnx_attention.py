@@ -23,6 +23,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from . import sdpa_replaced_by
+
 OP_NAME = "edgeclip::multi_head_attention"
 _SDPA = F.scaled_dot_product_attention   # the op's own kernel, whatever the tracing swap below puts in F
 
@@ -83,7 +85,7 @@ def fused_attention_facts(path) -> dict:
 def attention_as_contrib_op():
     """While tracing, SDPA calls the contrib op can express go through ``multi_head_attention``; others are kept.
 
-    Process-wide for the export's duration (like ``executorch.sdpa_as_bmm``): export from one thread."""
+    Process-wide for the export's duration (``formats.sdpa_replaced_by``): export from one thread."""
     original = F.scaled_dot_product_attention
 
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -98,8 +100,5 @@ def attention_as_contrib_op():
         out = torch.ops.edgeclip.multi_head_attention(*flat, h, s)
         return out.reshape(b, sq, h, d).transpose(1, 2)
 
-    F.scaled_dot_product_attention = sdpa
-    try:
+    with sdpa_replaced_by(sdpa):
         yield
-    finally:
-        F.scaled_dot_product_attention = original
