@@ -31,8 +31,10 @@ Choices, each measured on the 6-block width-192 fixture ViT (2 shared CPU cores)
 * Where lowering time goes (fixture int8 static, ~33-40 s): ExecuTorch's ``run_decompositions``
   retraces of the whole graph (~50 %, twice that of a static batch; three before partitioning with
   the stock XNNPACK partitioner, one or two with ``xnnpack_partitioner``) and XNNPACK's 17 preprocess passes per
-  partition (~40 %, ~5 s of it a one-time build of its bilinear/SDPA pattern graphs per process; the
-  pass list is not configurable through public API).  Deep copies of
+  partition (~35-40 %, ~1.5 s of it a one-time build of its bilinear/SDPA pattern graphs per process), most of
+  which change nothing: ``idle_xnnpack_passes_skipped`` runs only the passes whose ops a partition has, for the
+  same bytes (fixture, same process, 1 thread, 2026-12-06: int8 dynamic 20.4 -> 17.3 s, int8 static 34.4 ->
+  30.4 s per export).  Deep copies of
   FX provenance records at every pass were another ~20 % (73 -> 54 s for the whole int8 static export, 3
   interleaved pairs 67-84 s vs 55-68 s); ``exporter.provenance`` shares them while ``export_pte`` runs.
 """
@@ -226,6 +228,69 @@ def xnnpack_partitioner():
     return _WholeOpsXnnpackPartitioner()
 
 
+# XNNPACK preprocess passes that can only change a partition holding these ops (all of one set, for some set);
+# each pass retraces the partition whether it changes anything or not.  Read from the passes' own sources
+# (executorch 1.5.1): the ops each one looks for, and for the two pattern passes every op of every pattern graph
+# they match (tests/exporter/test_executorch.py checks the patterns still need them).
+XNNPACK_PASS_NEEDS: dict[str, tuple[frozenset[str], ...]] = {
+    "FuseBatchNormPass": (frozenset({"aten.native_batch_norm.default"}),
+                          frozenset({"aten._native_batch_norm_legit_no_training.default"})),
+    "DecomposeBatchNorm": (frozenset({"aten.native_batch_norm.default"}),
+                           frozenset({"aten._native_batch_norm_legit_no_training.default"})),
+    "Conv1dUnsqueezePass": (frozenset({"aten.convolution.default"}),),
+    "PReLUReshapePass": (frozenset({"aten._prelu_kernel.default"}),),
+    "DecomposeConcatenate": (frozenset({"aten.cat.default"}),),
+    "RemoveGetItemPass": (frozenset({"aten.max_pool2d_with_indices.default"}), frozenset({"aten.max.dim"})),
+    "FuseActivationPass": (frozenset({"aten.relu.default"}), frozenset({"aten.hardtanh.default"})),
+    "ConvertToUpsampleBilinear2d": (frozenset({"aten.upsample_bilinear2d.vec"}),),
+    "ConvertToSDPAPass": (frozenset({"aten._softmax.default", "aten.bmm.default", "aten.any.dim", "aten.where.self",
+                                     "aten.logical_not.default"}),),
+}
+
+
+def graph_ops(graph: torch.fx.Graph) -> set[str]:
+    """Names of the operators a graph calls (``aten.cat.default``), as the XNNPACK passes compare them."""
+    return {getattr(n.target, "__name__", str(n.target)) for n in graph.nodes if n.op == "call_function"}
+
+
+@contextlib.contextmanager
+def idle_xnnpack_passes_skipped():
+    """While lowering, XNNPACK's preprocess runs only the passes that can change each partition.
+
+    Its pass manager runs all 17 passes on every partition (17 partitions for the fixture ViT), and each pass
+    retraces the partition through fake tensors even when it finds nothing to do: batch-norm fusion on a ViT,
+    concat splitting with no concat.  A pass is skipped when the partition lacks the ops it rewrites
+    (``XNNPACK_PASS_NEEDS``), so the program is the same (checked byte for byte on the fixture's fp32, int8
+    dynamic and int8 static files).  Measured 2026-12-06 (2-core AMD EPYC, 1 thread): XNNPACK's passes were
+    11.6 s of a 33.9 s fixture int8 static export, of which the 9 passes listed here 7.7 s, none changing a
+    partition; with the skip that export took 30.4 s against 34.4 s, int8 dynamic 17.3 against 20.4 s.  Skipping
+    also spares a process the ~1.5 s build of the bilinear/SDPA pattern graphs when no partition could match them.  The pass
+    list is not configurable through ExecuTorch's public API, so this swaps the pass manager its preprocess
+    uses; an ExecuTorch without it lowers the stock way."""
+    try:
+        from executorch.backends.xnnpack import xnnpack_preprocess
+        from executorch.backends.xnnpack._passes import XNNPACKPassManager
+    except ImportError:
+        yield
+        return
+    if getattr(xnnpack_preprocess, "XNNPACKPassManager", None) is not XNNPACKPassManager:
+        yield
+        return
+
+    class _NeededPasses(XNNPACKPassManager):
+        def __init__(self, exported_program, passes=None):
+            super().__init__(exported_program, passes)
+            ops = graph_ops(exported_program.graph)
+            self.passes = [p for p in self.passes
+                           if p.__name__ not in XNNPACK_PASS_NEEDS or any(need <= ops for need in XNNPACK_PASS_NEEDS[p.__name__])]
+
+    xnnpack_preprocess.XNNPACKPassManager = _NeededPasses
+    try:
+        yield
+    finally:
+        xnnpack_preprocess.XNNPACKPassManager = XNNPACKPassManager
+
+
 def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
     """Delegated vs non-delegated call nodes of a lowered edge graph (executorch's get_delegation_info).
 
@@ -333,8 +398,9 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
                 from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
 
                 passes = [RemoveNoopExpandCopyPass(), _xnnpack_shape_ops_pass()]
-                edge = to_edge_transform_and_lower(ep, transform_passes=passes, partitioner=[xnnpack_partitioner()],
-                                                   compile_config=config)
+                with idle_xnnpack_passes_skipped():
+                    edge = to_edge_transform_and_lower(ep, transform_passes=passes, partitioner=[xnnpack_partitioner()],
+                                                       compile_config=config)
             else:
                 edge = to_edge(ep, compile_config=config)
         except EdgeclipError:

@@ -257,3 +257,63 @@ def test_partitioner_keeps_an_op_whole_only_when_xnnpack_takes_every_node_of_it(
     with torch.no_grad():
         ref = module(x).numpy()
     np.testing.assert_allclose(load_pte(str(path), threads=1).run(x.numpy()), ref, atol=1e-5)
+
+
+class _ConvNormActCat(torch.nn.Module):
+    """Ops for each XNNPACK pass that the skip must still run: batch norm to fuse, relu / hardtanh to fuse, a cat."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.head = torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(16, 4)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.head(torch.cat([y, torch.nn.functional.hardtanh(y)], 1).mean((2, 3)))
+
+
+def test_idle_xnnpack_passes_are_skipped_and_the_program_is_the_same(tmp_path, monkeypatch):
+    """A pass runs on a partition only if the partition has the ops it rewrites: here batch-norm fusion, activation
+    fusion and cat splitting run and the PReLU / upsample / SDPA passes do not -- and the .pte is byte for byte the
+    stock lowering's."""
+    import contextlib
+
+    from executorch.backends.xnnpack._passes import XNNPACKPassManager
+
+    from edgeclip.exporter.formats import executorch as ex
+
+    ran: list[str] = []
+    transform = XNNPACKPassManager.transform
+
+    def record(self):
+        ran.extend(p.__name__ for p in self.passes)
+        return transform(self)
+
+    monkeypatch.setattr(XNNPACKPassManager, "transform", record)
+    torch.manual_seed(0)
+    module, x = _ConvNormActCat().eval(), torch.randn(2, 3, 8, 8)
+    export_pte(module, x, tmp_path / "skip.pte", dynamic_batch=False)
+    assert {"FuseBatchNormPass", "DecomposeBatchNorm", "FuseActivationPass", "DecomposeConcatenate",
+            "Conv1dUnsqueezePass"} <= set(ran), ran
+    assert not {"PReLUReshapePass", "ConvertToUpsampleBilinear2d", "ConvertToSDPAPass", "RemoveGetItemPass"} & set(ran), ran
+    monkeypatch.setattr(ex, "idle_xnnpack_passes_skipped", contextlib.nullcontext)
+    export_pte(module, x, tmp_path / "stock.pte", dynamic_batch=False)
+    assert (tmp_path / "skip.pte").read_bytes() == (tmp_path / "stock.pte").read_bytes()
+    with torch.no_grad():
+        np.testing.assert_allclose(load_pte(str(tmp_path / "skip.pte"), threads=1).run(x.numpy()), module(x).numpy(), atol=1e-4)
+
+
+def test_pattern_passes_need_every_op_the_skip_assumes():
+    """The SDPA and bilinear passes match whole pattern graphs: each op the skip waits for is in every pattern (an
+    ExecuTorch whose patterns changed fails here rather than losing a rewrite)."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+    from edgeclip.exporter.formats.executorch import XNNPACK_PASS_NEEDS, graph_ops
+
+    for name, graphs in (("ConvertToSDPAPass", sdpa.get_graphs()),
+                         ("ConvertToUpsampleBilinear2d", list(bilinear_2d.get_graphs_dict()))):
+        (need,) = XNNPACK_PASS_NEEDS[name]
+        for g in graphs:
+            assert need <= graph_ops(g.graph), (name, need - graph_ops(g.graph))
