@@ -116,20 +116,42 @@ def fmnist_spec() -> str:
     return f"fashion-mnist:{FMNIST}"
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory) -> Path:
-    """A random-weight open_clip CLIP (2 blocks, width 64) saved as a local model folder."""
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder ``build(folder)`` fills once per test run, shared by every xdist worker: the first worker to ask
+    builds it under a file lock, the others wait and reuse it.  For read-only inputs (copy before changing)."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built_once"
+    root.mkdir(exist_ok=True)
+    d = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            build(d)
+            (root / f"{name}.done").touch()
+    return d
+
+
+def _write_tiny_clip(d: Path) -> None:
     import open_clip
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("tiny_clip")
     model = open_clip.CLIP(**TINY_CFG)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
     (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {
         "size": 32, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
         "interpolation": "bicubic"}}))
-    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A random-weight open_clip CLIP (2 blocks, width 64) saved as a local model folder (shared: copy to change)."""
+    return built_once(tmp_path_factory, "tiny_clip", _write_tiny_clip)
 
 
 def _image_folder(root: Path, seed: int) -> str:
@@ -147,14 +169,15 @@ def _image_folder(root: Path, seed: int) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_onnx_pair(tiny_clip_dir, tiny_images, tmp_path_factory) -> Path:
-    """fp32 and int8 dynamic .onnx of the tiny CLIP in one out folder, exported once per test process; tests read it
+    """fp32 and int8 dynamic .onnx of the tiny CLIP in one out folder, exported once per test run; tests read it
     (copy it first to add or change files)."""
     import edgeclip
 
-    d = tmp_path_factory.mktemp("onnx_pair") / "out"
-    for q in ("none", "int8"):
-        edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d), verify_size=6)
-    return d
+    def build(d: Path) -> None:
+        for q in ("none", "int8"):
+            edgeclip.export(str(tiny_clip_dir), quant=q, data=tiny_images, out=str(d / "out"), verify_size=6)
+
+    return built_once(tmp_path_factory, "onnx_pair", build) / "out"
 
 
 def copy_fp32_onnx(onnx_pair: Path, dst: Path) -> Path:
@@ -168,13 +191,13 @@ def copy_fp32_onnx(onnx_pair: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> str:
     """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""
-    return _image_folder(tmp_path_factory.mktemp("imgs"), 0)
+    return f"folder:{built_once(tmp_path_factory, 'imgs', lambda d: _image_folder(d, 0))}"
 
 
 @pytest.fixture(scope="session")
 def tiny_calib_images(tmp_path_factory) -> str:
     """A second, disjoint folder of the same kind, for calibration (never the evaluation folder)."""
-    return _image_folder(tmp_path_factory.mktemp("calib"), 1)
+    return f"folder:{built_once(tmp_path_factory, 'calib', lambda d: _image_folder(d, 1))}"
 
 
 @pytest.fixture
