@@ -73,9 +73,9 @@ def _keep_freed_memory() -> None:
 
 _keep_freed_memory()
 
-# Test files that take the longest (measured 2026-12-06, suite on 2 cores: tests/test_fixture_int8_matrix.py ~200 s,
-# models/test_families.py ~95 s, test_fixture_accuracy.py ~80-120 s, test_packaging.py ~55 s, exporter/test_executorch.py
-# ~52 s, test_reliability.py ~47 s, benchmarks/test_bench.py ~44 s).  They go first so the short files fill in around
+# Test files that take the longest (measured 2026-12-06, fourth session, suite on 2 cores: tests/test_fixture_int8_matrix.py
+# ~150 s, test_fixture_accuracy.py ~110 s, models/test_families.py ~85 s, test_packaging.py ~52 s,
+# exporter/test_executorch.py ~50 s, test_reliability.py ~39 s, benchmarks/test_bench.py ~38 s).  They go first so the short files fill in around
 # them (longest-first scheduling): started late (at 213 s and 376 s of a 534 s run), the matrix and the fixture
 # accuracy file left one worker running alone at the end.  pytest-xdist 3.x hands out files largest test count
 # first unless told not to, which put the matrix (6 tests) behind files of many quick parametrized tests;
