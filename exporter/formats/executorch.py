@@ -237,11 +237,10 @@ def xnnpack_partitioner():
 # each pass retraces the partition whether it changes anything or not.  Read from the passes' own sources
 # (executorch 1.5.1): the ops each one looks for, and for the two pattern passes every op of every pattern graph
 # they match (tests/exporter/test_executorch.py checks the patterns still need them).
+_BATCH_NORMS = (frozenset({"aten.native_batch_norm.default"}), frozenset({"aten._native_batch_norm_legit_no_training.default"}))
 XNNPACK_PASS_NEEDS: dict[str, tuple[frozenset[str], ...]] = {
-    "FuseBatchNormPass": (frozenset({"aten.native_batch_norm.default"}),
-                          frozenset({"aten._native_batch_norm_legit_no_training.default"})),
-    "DecomposeBatchNorm": (frozenset({"aten.native_batch_norm.default"}),
-                           frozenset({"aten._native_batch_norm_legit_no_training.default"})),
+    "FuseBatchNormPass": _BATCH_NORMS,
+    "DecomposeBatchNorm": _BATCH_NORMS,
     "Conv1dUnsqueezePass": (frozenset({"aten.convolution.default"}),),
     "PReLUReshapePass": (frozenset({"aten._prelu_kernel.default"}),),
     "DecomposeConcatenate": (frozenset({"aten.cat.default"}),),
