@@ -182,8 +182,9 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
 @click.option("--calib-method", type=click.Choice(CALIBRATIONS), default=None,
-              help="onnxruntime static calibration [percentile]; auto: per tensor, the range (minmax / percentile / "
-                   "entropy / MSE clip) with the lowest quantization error on the calibration images.")
+              help="static int8 activation ranges. .onnx: onnxruntime's calibrator [percentile]; .pte / .ptl: their "
+                   "HistogramObserver unless auto. auto (every format): per tensor, the range (minmax / percentile / "
+                   "entropy or histogram search / MSE clip) with the lowest output-weighted error on the calibration images.")
 @click.option("--bias-correction/--no-bias-correction", default=None,
               help="static int8 .onnx: shift each int8 Linear's bias so its mean output on the calibration images equals "
                    "fp32's [off].")

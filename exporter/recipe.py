@@ -64,7 +64,7 @@ class ExportRecipe:
     out: str = "out"
     name: str | None = None
     templates: list[str] | None = field(default=None)
-    calib_method: str = "percentile"      # onnxruntime static: minmax | entropy | percentile | auto (per tensor)
+    calib_method: str = "percentile"      # static: minmax | entropy | percentile (onnxruntime) | auto (per tensor, every format)
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     bias_correction: bool = False         # onnxruntime static: correct each int8 Linear's mean output shift
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
@@ -192,6 +192,12 @@ class ExportRecipe:
             if find(f, r.quant, r.scheme, backend) is None:
                 raise EdgeclipError(self._refusal(f, backend, r))
         return r
+
+    @property
+    def torch_calib_method(self) -> str:
+        """The .pte / .ptl static quantizers' activation-range rule: "auto" (per tensor, by output-weighted error)
+        or their stock HistogramObserver search ("histogram"); minmax / entropy / percentile are onnxruntime's."""
+        return "auto" if self.calib_method == "auto" else "histogram"
 
     @property
     def needs_calibration(self) -> bool:

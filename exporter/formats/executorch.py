@@ -342,7 +342,8 @@ def delegation_facts(edge_graph: torch.fx.GraphModule) -> dict:
 @shared_provenance()
 def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, quant: str = "none",
                scheme: str | None = None, calib: np.ndarray | None = None, delegate: str = "xnnpack",
-               dynamic_batch: bool = True, float_layers: tuple[str, ...] = (), group_size: int = 32) -> dict:
+               dynamic_batch: bool = True, float_layers: tuple[str, ...] = (), group_size: int = 32,
+               calib_method: str = "histogram") -> dict:
     """Write ``module`` as an ExecuTorch program at ``path``; returns facts for the manifest.
 
     ``quant``: "none" (fp32) or "int8" (PT2E XNNPACKQuantizer, ``scheme`` "dynamic" or "static";
@@ -350,7 +351,8 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
     every supported op to the XNNPACK backend, "portable" keeps the whole graph on ExecuTorch's
     portable CPU kernels (a reference, fp32 only).  The returned dict has the delegation counts
     and the seconds each stage took.  ``float_layers``: module paths (of the split-attention model) int8
-    leaves in float.
+    leaves in float.  ``calib_method`` (static int8): "histogram" (the quantizer's HistogramObserver) or "auto"
+    (a range per tensor by output-weighted error, ``quantize.pt2e_ranges``).
     """
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
 
@@ -387,7 +389,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
 
             t = time.perf_counter()
             module, qinfo = quantize_pt2e_xnnpack(module, example, scheme or "dynamic", calib, dynamic_batch=dynamic_batch,
-                                                  float_layers=float_layers)
+                                                  float_layers=float_layers, calib_method=calib_method)
             seconds["quantize"] = round(time.perf_counter() - t, 2)
             seconds["quantize_stages"] = qinfo.pop("seconds")
             facts.update(qinfo)

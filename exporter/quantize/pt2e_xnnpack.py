@@ -87,13 +87,16 @@ def _quantizer_without_bn_patterns():
 def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme: str,
                           calib: np.ndarray | None, *, dynamic_batch: bool = True,
                           calib_batch: int = CALIB_BATCH,
-                          float_layers: tuple[str, ...] = ()) -> tuple[torch.fx.GraphModule, dict]:
+                          float_layers: tuple[str, ...] = (),
+                          calib_method: str = "histogram") -> tuple[torch.fx.GraphModule, dict]:
     """Quantize ``module`` for XNNPACK; returns the converted (Q/DQ) GraphModule and facts for the manifest.
 
     ``example`` is one input batch (float images or int64 token ids).  ``calib`` ([N, ...], same
     dtype and trailing shape as ``example``) is required for ``static`` and ignored for ``dynamic``.
     The module is captured with a free batch dimension (``dynamic_batch``) so calibration runs in
-    batches of ``calib_batch``; the returned GraphModule accepts any batch size.
+    batches of ``calib_batch``; the returned GraphModule accepts any batch size.  ``calib_method`` (static):
+    "histogram", the stock HistogramObserver's search, or "auto", a range per tensor chosen by output-weighted
+    error (``pt2e_ranges``; calibration runs twice).
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -130,6 +133,20 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     t_export = time.perf_counter() - t0
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "dynamic")
+    chosen_ranges = scheme == "static" and calib_method == "auto"
+    if chosen_ranges:
+        import dataclasses
+
+        from torchao.quantization.pt2e import HistogramObserver
+
+        from edgeclip.exporter.quantize.observer_ranges import chosen_range_observer
+
+        def chosen(spec):
+            return dataclasses.replace(spec, observer_or_fake_quant_ctr=chosen_range_observer(HistogramObserver).with_args(
+                **getattr(spec.observer_or_fake_quant_ctr, "p", spec.observer_or_fake_quant_ctr).keywords))
+
+        config = dataclasses.replace(config, input_activation=chosen(config.input_activation),
+                                     output_activation=chosen(config.output_activation))
     has_bn = any("batch_norm" in str(n.target) for n in captured.graph.nodes if n.op == "call_function")
     quantizer = (XNNPACKQuantizer() if has_bn else _quantizer_without_bn_patterns()).set_global(config)
     if float_layers:   # accuracy control / --float-layer: nodes of these modules get no annotation
@@ -149,15 +166,26 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         with torch.no_grad():
             prepared(example)
     else:
-        with torch.no_grad():
-            for i in range(0, len(calib), calib_batch):
-                chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + calib_batch]))
-                if not dynamic_batch:
-                    for row in chunk.split(1):
-                        prepared(row)
-                else:
-                    prepared(chunk)
-                n_calib += len(chunk)
+        def calibrate() -> int:
+            n = 0
+            with torch.no_grad():
+                for i in range(0, len(calib), calib_batch):
+                    chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + calib_batch]))
+                    if not dynamic_batch:
+                        for row in chunk.split(1):
+                            prepared(row)
+                    else:
+                        prepared(chunk)
+                    n += len(chunk)
+            return n
+
+        n_calib = calibrate()
+        if chosen_ranges:
+            from edgeclip.exporter.quantize.observer_ranges import _ChosenRange, choose_ranges, fx_consumer_weights
+
+            observed = [(getattr(prepared, n.target), n) for n in prepared.graph.nodes if n.op == "call_module"]
+            range_facts = choose_ranges([(o, fx_consumer_weights(prepared, n)) for o, n in observed
+                                         if isinstance(o, _ChosenRange)], calibrate)
     t_calib = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -170,14 +198,16 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         "scheme": scheme,
         "weights": "int8 symmetric",
         "per_channel": True,
-        "activations": ("int8 per-tensor, ranges calibrated (HistogramObserver)" if scheme == "static"
-                        else "int8 per-tensor, quantized at run time per call"),
+        "activations": ("int8 per-tensor, quantized at run time per call" if scheme == "dynamic" else
+                        "int8 per-tensor, ranges chosen per tensor by output-weighted error (--calib-method auto)"
+                        if chosen_ranges else "int8 per-tensor, ranges calibrated (HistogramObserver)"),
         "calibration_images": n_calib,
         "int8_weight_ops": weight_ops,
         "int8_activation_ops": act_ops,
         "qdq_ops": _q_dq_counts(converted),
         "float_ops": float_ops,
         "float_layers": list(float_layers),
+        **({"activation_ranges": range_facts} if chosen_ranges else {}),
         "seconds": {"capture": round(t_export, 2), "prepare": round(t_prepare, 2),
                     "calibrate": round(t_calib, 2), "convert": round(t_convert, 2)},
     }

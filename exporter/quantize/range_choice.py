@@ -53,22 +53,25 @@ def _points(hist: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return x.ravel()[keep], w.ravel()[keep]
 
 
-def quantization_mse(x: np.ndarray, w: np.ndarray, lowest: float, highest: float, symmetric: bool = False) -> float:
-    """Weighted mean squared error of quantizing ``x`` to 8 bits over [lowest, highest] as onnxruntime does for
-    activations (range widened to include 0; symmetric: centred on 0), values outside clipped to the ends."""
+def quantization_mse(x: np.ndarray, w: np.ndarray, lowest: float, highest: float, symmetric: bool = False,
+                     levels: int = 256) -> float:
+    """Weighted mean squared error of quantizing ``x`` to ``levels`` levels (8 bits; 128 for fbgemm's reduce_range)
+    over [lowest, highest] as onnxruntime does for activations (range widened to include 0; symmetric: centred on 0),
+    values outside clipped to the ends."""
     lo, hi = min(float(lowest), 0.0), max(float(highest), 0.0)
     if symmetric:
         hi = max(abs(lo), abs(hi))
         lo = -hi
     if hi - lo <= 0:
         return float(np.average(x ** 2, weights=w))
-    scale = (hi - lo) / 255.0
-    q = np.clip(np.round((x - lo) / scale), 0, 255) * scale + lo
+    top = levels - 1
+    scale = (hi - lo) / top
+    q = np.clip(np.round((x - lo) / scale), 0, top) * scale + lo
     return float(np.average((x - q) ** 2, weights=w))
 
 
 def choose_range(hist: np.ndarray, edges: np.ndarray, observed: tuple[float, float], clipped: dict[str, tuple[float, float]],
-                 symmetric: bool = False) -> RangeChoice:
+                 symmetric: bool = False, levels: int = 256) -> RangeChoice:
     """The candidate range with the lowest quantization error of this histogram.
 
     ``observed``: the tensor's min and max; ``clipped``: other methods' ranges (e.g. percentile, entropy)."""
@@ -77,9 +80,9 @@ def choose_range(hist: np.ndarray, edges: np.ndarray, observed: tuple[float, flo
     ranges = {"minmax": (lo, hi), **{k: (float(a), float(b)) for k, (a, b) in clipped.items()}}
     if w.sum() == 0:
         return RangeChoice(lo, hi, "minmax", {"minmax": 0.0})
-    errors = {k: quantization_mse(x, w, a, b, symmetric) for k, (a, b) in ranges.items()}
+    errors = {k: quantization_mse(x, w, a, b, symmetric, levels) for k, (a, b) in ranges.items()}
     shrink = [(f * lo, f * hi) for f in np.logspace(-3, 0, SHRINK_STEPS)]
-    shrink_err = [quantization_mse(x, w, a, b, symmetric) for a, b in shrink]
+    shrink_err = [quantization_mse(x, w, a, b, symmetric, levels) for a, b in shrink]
     best = int(np.argmin(shrink_err))
     ranges["mse"], errors["mse"] = shrink[best], shrink_err[best]
     method = min(errors, key=lambda k: (errors[k], CANDIDATES.index(k) if k in CANDIDATES else len(CANDIDATES)))

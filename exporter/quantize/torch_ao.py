@@ -102,9 +102,11 @@ def _op_census(module: nn.Module) -> dict:
 
 def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.ndarray | None = None,
                       batch: int = 32, example: torch.Tensor | None = None,
-                      float_layers: tuple[str, ...] = ()) -> tuple[nn.Module, dict]:
+                      float_layers: tuple[str, ...] = (), calib_method: str = "histogram") -> tuple[nn.Module, dict]:
     """int8 copy of ``module`` for ``engine``; ``calib`` (real images) is required for ``static``.  With an
-    ``example`` input, Linears the forward never calls are found and kept float (see ``linears_not_called``)."""
+    ``example`` input, Linears the forward never calls are found and kept float (see ``linears_not_called``).
+    ``calib_method`` (static): "histogram", torch.ao's default HistogramObserver search, or "auto", a range per
+    tensor by output-weighted error (``observer_ranges``; calibration runs twice)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
     model = split_attention(module)
@@ -123,14 +125,39 @@ def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.nda
 
                 raise EdgeclipError("static int8 needs calibration images; pass --calib-data SPEC")
             qconfig = torch.ao.quantization.get_default_qconfig(engine)
+            auto = calib_method == "auto"
+            if auto:
+                from torch.ao.quantization.observer import HistogramObserver
+
+                from .observer_ranges import chosen_range_observer
+
+                act = qconfig.activation
+                qconfig = qconfig._replace(activation=chosen_range_observer(HistogramObserver).with_args(
+                    **getattr(act, "p", act).keywords))
             n = _wrap_linears(model, qconfig, skip)
             prepared = torch.ao.quantization.prepare(model)
-            with torch.no_grad():
-                for i in range(0, len(calib), batch):
-                    prepared(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch])))
-            qmodel = torch.ao.quantization.convert(prepared)
+
+            def calibrate() -> None:
+                with torch.no_grad():
+                    for i in range(0, len(calib), batch):
+                        prepared(torch.from_numpy(np.ascontiguousarray(calib[i:i + batch])))
+
+            calibrate()
             info = {"activations": "int8 at every Linear input, scales from calibration (static)", "wrapped_linears": n,
                     "calibration_images": int(len(calib)), "qconfig": f"torch.ao default for {engine}"}
+            if auto:
+                from .observer_ranges import choose_ranges, linear_input_weights
+
+                observed = []
+                for w in prepared.modules():
+                    if isinstance(w, _StaticLinear):
+                        observed.append((w.quant.activation_post_process, linear_input_weights(w.linear.weight)))
+                        observed.append((w.linear.activation_post_process, None))   # its int8 output
+                info["activation_ranges"] = choose_ranges(observed, calibrate)
+                info["activations"] = ("int8 at every Linear input, ranges chosen per tensor by output-weighted error "
+                                       "(--calib-method auto, static)")
+                info["qconfig"] += ", activation observers: chosen range"
+            qmodel = torch.ao.quantization.convert(prepared)
     info.update({"method": f"torch.ao eager {scheme} ({engine})", "engine": engine, "weights": "int8",
                  "attention_split": "nn.MultiheadAttention -> q/k/v/out Linear", "float_ops": "LayerNorm, softmax, GELU, residual adds, patch-embedding conv",
                  **_op_census(qmodel)})

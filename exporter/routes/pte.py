@@ -12,7 +12,8 @@ def produce(subject, recipe, stage: Path) -> dict:
     backend = recipe.backend_for("pte")
     facts = export_pte(subject.module, subject.example, model_path(stage, "pte"), quant=recipe.quant, scheme=recipe.scheme,
                        calib=subject.calib_inputs, delegate=backend,
-                       float_layers=tuple(recipe.float_layers), group_size=recipe.group_size)
+                       float_layers=tuple(recipe.float_layers), group_size=recipe.group_size,
+                       calib_method=recipe.torch_calib_method)
     if recipe.quant == "none":
         return {"dtype": "fp32", "method": "none", "backend": backend, **facts}
     return {"dtype": recipe.quant, "scheme": recipe.scheme, "backend": backend, **facts}

@@ -51,7 +51,7 @@ def int8(module, subject, recipe) -> tuple:
 
     engine = recipe.backend_for("ptl")
     qmodel, info = quantize_torch_ao(module, engine, recipe.scheme, subject.calib_inputs, example=subject.example,
-                                     float_layers=tuple(recipe.float_layers))
+                                     float_layers=tuple(recipe.float_layers), calib_method=recipe.torch_calib_method)
     return qmodel, {"dtype": "int8", "scheme": recipe.scheme, "backend": engine, **info}
 
 
