@@ -176,7 +176,10 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--target", type=click.Choice(["cpu", "mobile", "cuda"]), default=None,
               help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16 needs cuda; bf16 runs on "
                    "cuda, or on cpu where the CPU has AMX-BF16 / AVX512-BF16 (.ptl, oneDNN).")
-@click.option("--format", "formats", multiple=True, help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx].")
+@click.option("--format", "formats", multiple=True,
+              help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx]. auto: export the CPU "
+                   "routes (fp32 / int8 .onnx, .pte, .ptl), bench them here and keep the fastest within 0.3 top-1 points "
+                   "of fp32 (--target cpu).")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
@@ -237,7 +240,13 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "fused_attention": fused_attention, "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
              "group_size": group_size}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
-    recipe.validated()  # refuse impossible combinations before loading anything
+    auto = tuple(recipe.formats or ()) == ("auto",)
+    if auto:   # each candidate route is checked instead
+        from edgeclip.fastest import candidates
+
+        candidates(recipe)
+    else:
+        recipe.validated()  # refuse impossible combinations before loading anything
 
     from edgeclip.pipeline import export as run_export, read_labels
 
@@ -255,6 +264,15 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
     click.echo(_table(rows, [("artifact", "artifact", "{}"), ("format", "format", "{}"), ("quant", "quant", "{}"),
                              ("mb", "size MB", "{:.2f}"), ("cos", "cosine vs fp32", "{:.5f}"),
                              ("agree", "top-1 agree %", "{:.2f}"), ("inputs", "verified on", "{}")]))
+    sel = arts[0].manifest.get("selection") if arts else None
+    if sel:
+        click.echo(f"\nCandidates measured on this CPU ({sel['cpu']}, {sel['threads']} thread(s), {sel['images']} images):")
+        click.echo(_table(sel["candidates"], [("artifact", "candidate", "{}"), ("latency_ms_median", "b1 ms", "{:.2f}"),
+                                              ("top1", "top-1 %", "{:.2f}"), ("agreement", "agree %", "{:.2f}"),
+                                              ("file_mb", "size MB", "{:.2f}"), ("error", "error", "{}")]))
+        for r in sel["refused"]:
+            click.echo(f"Refused by its gate: {r['why']}")
+        click.echo(f"Chosen: {arts[0].dir.name}, {sel['why']}")
     comp = arts[0].manifest.get("compression") if arts else None
     if comp:
         click.echo(compression_summary(comp))

@@ -37,6 +37,13 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
     recipe = replace(recipe or ExportRecipe(), **overrides)
     if isinstance(model, str):
         recipe = replace(recipe, model=model)
+    if recipe.formats and tuple(recipe.formats) == ("auto",):   # measure the CPU routes here, keep the fastest
+        from functools import partial
+
+        from edgeclip.fastest import export_fastest
+
+        one = partial(export, model, example_input, preprocess=preprocess, labels=labels, model_kwargs=model_kwargs)
+        return [export_fastest(one, recipe, progress=progress)]
     recipe = recipe.validated()
     check_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
     data = load_dataset(recipe.data, "test") if recipe.data else None

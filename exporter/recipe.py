@@ -93,8 +93,11 @@ class ExportRecipe:
         if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format)
             r.formats = tuple(f for f in choices("format") if any(k[0] == f and k[1] == r.quant for k in supported()))
         for f in r.formats:
+            if f == "auto":
+                raise EdgeclipError("--format auto measures the CPU routes and keeps the fastest: use it alone, not with "
+                                    "other formats")
             if f not in choices("format"):
-                raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(choices('format'))} or all")
+                raise EdgeclipError(f"unknown format {f!r}; use one of {', '.join(choices('format'))}, all or auto")
         if r.quant not in choices("quant"):
             raise EdgeclipError(f"unknown --quant {r.quant!r}; use one of {', '.join(choices('quant'))}")
         if r.task not in TASKS:
