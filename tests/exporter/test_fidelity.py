@@ -163,3 +163,25 @@ def test_a_manifest_from_the_earlier_int8_bar_is_not_tampered_but_held_to_todays
     assert bar == rule("int8", "dynamic") and "earlier, looser int8 bar" in notes[0]
     with pytest.raises(EdgeclipError, match="tampered"):
         trusted_bar(_manifest(recorded=(0.98, 0.92)), random_weights=False)
+
+
+def test_bars_equal_to_rounding_are_not_looser_and_a_recipe_without_quant_is_fp32():
+    """Found by mutmut (python -m edgeclip.benchmarks.mutmut_run): the 1e-12 tolerance at its edge (< vs <=
+    survived); and a recipe naming no precision is held to fp32's bar."""
+    edge = Threshold(1.0 - 1e-12, 1.0 - 1e-12)
+    assert edge.looser_than(Threshold(1.0, 1.0)) == []
+    assert len(Threshold(1.0 - 2e-12, 1.0 - 2e-12).looser_than(Threshold(1.0, 1.0))) == 2
+    fp32 = rule("none", None)
+    m = {"name": "x", "recipe": {}, "random_weights": False,
+         "fidelity_threshold": {"min_cosine": fp32.min_cosine, "min_top1_agreement": fp32.min_top1_agreement}}
+    bar, _ = trusted_bar(m, random_weights=False)
+    assert bar == fp32
+
+
+def test_static_int8_is_held_to_the_static_rule_not_the_dynamic_one():
+    """mutmut: reading the scheme wrongly (None) held a static artifact to the tighter dynamic bar and called its
+    honest manifest tampered."""
+    static = rule("int8", "static")
+    assert static != rule("int8", "dynamic")
+    bar, _ = trusted_bar(_manifest(scheme="static", recorded=(static.min_cosine, static.min_top1_agreement)), False)
+    assert bar == static
