@@ -185,3 +185,10 @@ def test_static_int8_is_held_to_the_static_rule_not_the_dynamic_one():
     assert static != rule("int8", "dynamic")
     bar, _ = trusted_bar(_manifest(scheme="static", recorded=(static.min_cosine, static.min_top1_agreement)), False)
     assert bar == static
+
+
+def test_a_manifest_naming_a_precision_edgeclip_has_no_bar_for_is_refused_in_one_line():
+    with pytest.raises(EdgeclipError) as e:
+        trusted_bar(_manifest(quant="int3", scheme="static"), random_weights=False)
+    assert str(e.value) == ("m: manifest.json records quant 'int3' / scheme 'static', which edgeclip has no bar for: "
+                            "the manifest was edited or is not edgeclip's; re-export it")
