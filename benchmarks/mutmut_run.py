@@ -43,6 +43,8 @@ EQUIVALENT: dict[str, str] = {
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_8":
         'r.get("quant", None) for r.get("quant", "none"): rule() reads None as fp32, exactly like "none"',
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_10": 'r.get("quant") for r.get("quant", "none"): the same None',
+    "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_31": 'bool(m.get("random_weights", None)): bool(None) == bool(False)',
+    "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_33": 'bool(m.get("random_weights")): bool(None) == bool(False)',
 }
 
 

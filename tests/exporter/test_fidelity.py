@@ -192,3 +192,15 @@ def test_a_manifest_naming_a_precision_edgeclip_has_no_bar_for_is_refused_in_one
         trusted_bar(_manifest(quant="int3", scheme="static"), random_weights=False)
     assert str(e.value) == ("m: manifest.json records quant 'int3' / scheme 'static', which edgeclip has no bar for: "
                             "the manifest was edited or is not edgeclip's; re-export it")
+
+
+def test_the_weights_claim_is_checked_both_ways_and_an_absent_claim_means_trained():
+    for claimed, rebuilt in ((True, False), (False, True)):
+        with pytest.raises(EdgeclipError) as e:
+            trusted_bar(_manifest(random=claimed), random_weights=rebuilt)
+        said, has = ("random", "trained") if claimed else ("trained", "random")
+        assert str(e.value) == (f"m: manifest.json says its weights are {said}, but the source model rebuilt from it has "
+                                f"{has} weights: the manifest was edited (tampered); re-export the artifact")
+    m = _manifest()
+    del m["random_weights"]
+    assert trusted_bar(m, random_weights=False)[0] == rule("int8", "dynamic")
