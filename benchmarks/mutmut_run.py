@@ -79,7 +79,6 @@ markers = ["slow: evaluates the shared fixture on real images"]
 
 def summarise(work: Path) -> dict:
     """Count mutant outcomes from mutmut's per-file records (``mutants/**/*.py.meta``)."""
-    sys.path.insert(0, str(work))
     from mutmut.stats import status_by_exit_code
 
     status: dict[str, str] = {}
