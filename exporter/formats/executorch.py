@@ -352,7 +352,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
     portable CPU kernels (a reference, fp32 only).  The returned dict has the delegation counts
     and the seconds each stage took.  ``float_layers``: module paths (of the split-attention model) int8
     leaves in float.  ``calib_method`` (static int8): "histogram" (the quantizer's HistogramObserver) or "auto"
-    (a range per tensor by output-weighted error, ``quantize.pt2e_ranges``).
+    (a range per tensor by output-weighted error, ``quantize.observer_ranges``).
     """
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge, to_edge_transform_and_lower
 

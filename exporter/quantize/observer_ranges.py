@@ -77,6 +77,12 @@ def chosen_range_observer(base: type) -> type:
     return type(f"ChosenRange{base.__name__}", (_ChosenRange, base), {"__init__": __init__})
 
 
+def chosen_like(ctor, base: type):
+    """The observer constructor ``ctor`` (``base.with_args(...)``, as the quantizers' configs hold it) with ``base``
+    swapped for its chosen-range subclass and the same arguments (eps, reduce_range, ...)."""
+    return chosen_range_observer(base).with_args(**getattr(ctor, "p", ctor).keywords)
+
+
 def linear_input_weights(weight: torch.Tensor) -> tuple[int, torch.Tensor]:
     """(channel axis, squared norm per input channel) of a Linear's [out, in] weight."""
     return -1, (weight.detach().double() ** 2).sum(0).float()

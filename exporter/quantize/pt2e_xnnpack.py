@@ -96,7 +96,7 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     The module is captured with a free batch dimension (``dynamic_batch``) so calibration runs in
     batches of ``calib_batch``; the returned GraphModule accepts any batch size.  ``calib_method`` (static):
     "histogram", the stock HistogramObserver's search, or "auto", a range per tensor chosen by output-weighted
-    error (``pt2e_ranges``; calibration runs twice).
+    error (``observer_ranges``; calibration runs twice).
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -139,11 +139,11 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
 
         from torchao.quantization.pt2e import HistogramObserver
 
-        from edgeclip.exporter.quantize.observer_ranges import chosen_range_observer
+        from edgeclip.exporter.quantize.observer_ranges import chosen_like
 
         def chosen(spec):
-            return dataclasses.replace(spec, observer_or_fake_quant_ctr=chosen_range_observer(HistogramObserver).with_args(
-                **getattr(spec.observer_or_fake_quant_ctr, "p", spec.observer_or_fake_quant_ctr).keywords))
+            return dataclasses.replace(spec, observer_or_fake_quant_ctr=chosen_like(spec.observer_or_fake_quant_ctr,
+                                                                                    HistogramObserver))
 
         config = dataclasses.replace(config, input_activation=chosen(config.input_activation),
                                      output_activation=chosen(config.output_activation))

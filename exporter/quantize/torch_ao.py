@@ -129,11 +129,9 @@ def quantize_torch_ao(module: nn.Module, engine: str, scheme: str, calib: np.nda
             if auto:
                 from torch.ao.quantization.observer import HistogramObserver
 
-                from .observer_ranges import chosen_range_observer
+                from .observer_ranges import chosen_like
 
-                act = qconfig.activation
-                qconfig = qconfig._replace(activation=chosen_range_observer(HistogramObserver).with_args(
-                    **getattr(act, "p", act).keywords))
+                qconfig = qconfig._replace(activation=chosen_like(qconfig.activation, HistogramObserver))
             n = _wrap_linears(model, qconfig, skip)
             prepared = torch.ao.quantization.prepare(model)
 
