@@ -62,7 +62,8 @@ def choose(rows: list[dict], max_drop: float) -> tuple[dict, str]:
     base = next((r for r in rows if r.get("baseline")), None)
     usable = [r for r in rows if not r.get("baseline") and "error" not in r and r.get("latency_ms_median")]
     if not usable:
-        raise EdgeclipError("--format auto: no candidate could be measured (see the errors above); export a --format by name")
+        errors = "; ".join(f"{r['artifact']}: {r['error']}" for r in rows if r.get("error"))
+        raise EdgeclipError(f"--format auto: no candidate could be measured ({errors or 'no rows'}); export a --format by name")
     scored = base is not None and base.get("top1") is not None and not base.get("random_weights")
     if scored:
         held = [r for r in usable if r.get("top1") is not None and base["top1"] - r["top1"] <= max_drop]
