@@ -4,9 +4,9 @@
     python -m edgeclip.benchmarks.mutmut_run [--work DIR] [--max-children N] [--fresh] [--only GLOB] [--json]
 
 What it mutates (issue: quality gates): the fidelity gate (exporter/fidelity.py), the compression passes
-(exporter/compress/), the sweep's findings (benchmarks/sweep.py) and the route registry (exporter/routes/), against
-the tests that cover them (``TESTS``).  mutmut writes every mutant of a function into a copy of the source and
-switches between them at run time, then runs, per mutant, only the tests that called that function.
+(exporter/compress/), the sweep's findings (benchmarks/sweep.py) and the route registry (exporter/routes/base.py),
+against the tests that cover them (``TESTS``).  mutmut writes every mutant of a function into a copy of the source
+and switches between them at run time, then runs, per mutant, only the tests that called that function.
 
 Why a workspace: mutmut derives a module's import name from its file path and imports the copy under
 ``mutants/``; this repository maps ``edgeclip.exporter`` to ``exporter/`` (and so on, pyproject's package-dir), so
@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,14 +86,12 @@ def summarise(work: Path) -> dict:
     for meta in (work / "mutants").rglob("*.py.meta"):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             status[name] = status_by_exit_code[code]
-    counts: dict[str, int] = {}
-    for s in status.values():
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter(status.values())
     survivors = sorted(n for n, s in status.items() if s in ("survived", "no tests") and n not in EQUIVALENT)
     equivalent = sorted(n for n, s in status.items() if s in ("survived", "no tests") and n in EQUIVALENT)
     killed = sum(1 for s in status.values() if s in ("killed", "timeout", "segfault", "caught by type check"))
     judged = len(status) - len(equivalent)
-    return {"mutants": len(status), "by_status": counts, "killed": killed, "equivalent": equivalent,
+    return {"mutants": len(status), "by_status": dict(counts), "killed": killed, "equivalent": equivalent,
             "survivors": survivors, "kill_rate": round(100 * killed / judged, 1) if judged else None}
 
 

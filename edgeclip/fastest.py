@@ -11,7 +11,6 @@ row is listed with why.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import replace
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.recipe import ExportRecipe
-from edgeclip.manifest import MANIFEST, Artifact, open_artifact, write_manifest
+from edgeclip.manifest import Artifact, open_artifact, write_manifest
 
 # (quant, scheme, backend, formats): every CPU route whose file runs on x86/ARM CPUs through its runtime; the
 # TorchScript-lite int8 engine is x86's (qnnpack is for phones, 0.46x eager here), fp32 .ptl is eager's speed
@@ -115,6 +114,6 @@ def export_fastest(export, recipe: ExportRecipe, *, threads: int | None = None, 
         with staged_dir(final) as stage:
             shutil.copytree(chosen.dir, stage, dirs_exist_ok=True)
             write_manifest(stage, manifest)
-        return Artifact(final, json.loads((final / MANIFEST).read_text()))
+        return Artifact(final, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -45,7 +45,7 @@ class _ChosenRange:
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
         if self.weighted is None:
             return super().forward(x_orig)
-        x = x_orig.detach().float().reshape(-1) if self.channel_weights is None else x_orig.detach().float()
+        x = x_orig.detach().float()
         lo, hi = float(self.min_val), float(self.max_val)
         if x.numel() and hi > lo:
             w = None
@@ -129,7 +129,7 @@ def choose_ranges(observers: list[tuple[object, tuple[int, torch.Tensor] | None]
         for obs, _ in observers:
             obs.weighted = None
     methods: Counter = Counter()
-    for (obs, cw), hist in zip(observers, hists):
+    for (obs, _), hist in zip(observers, hists):
         lo, hi = float(obs.min_val), float(obs.max_val)
         edges = np.linspace(lo, hi, BINS + 1)
         search = tuple(float(v) for v in obs._non_linear_param_search())
