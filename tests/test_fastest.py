@@ -66,3 +66,15 @@ def test_cli_publishes_only_the_chosen_artifact_with_why(tiny_clip_dir, tiny_ima
     assert published.name == min(timed, key=lambda c: c["latency_ms_median"])["artifact"]
     assert "within 0.3 top-1 points of eager fp32" in sel["why"] and sel["threads"] >= 1 and sel["cpu_flags"] is not None
     assert f"Chosen: {published.name}" in r.output and "Candidates measured on this CPU" in r.output
+
+
+def test_when_every_candidate_fails_its_gate_nothing_is_written(tmp_path):
+    from edgeclip.errors import FidelityError
+
+    def refuse(recipe, **_):
+        raise FidelityError(f"{recipe.formats[0]} {recipe.quant} not written: top-1 agreement 50.00% < 98.0%")
+
+    out = tmp_path / "out"
+    with pytest.raises(EdgeclipError, match=r"no candidate passed its fidelity gate: onnx none not written"):
+        fastest.export_fastest(refuse, ExportRecipe(out=str(out)))
+    assert not out.exists()
