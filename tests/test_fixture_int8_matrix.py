@@ -18,7 +18,10 @@ N = 1000
 def report(fixture_dir, fmnist_spec, tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix")
     common = dict(data=fmnist_spec, out=str(out), verify_size=128)
-    fp32 = edgeclip.export(str(fixture_dir), formats=("all",), **common)
+    # fp32 .onnx and .ptl to hold the int8 files' sizes against; no fp32 .pte (its lowering is ~15 CPU-s here):
+    # an fp32 .pte is its weights plus a few KB (10.93 MB for 10.87 MB of fp32 weights, fixture, 2026-12-07), so
+    # the int8 .pte is held against the fp32 weights, read from the fp32 .onnx
+    fp32 = edgeclip.export(str(fixture_dir), formats=("onnx", "ptl"), **common)
     int8 = edgeclip.export(str(fixture_dir), formats=("all",), quant="int8", scheme="dynamic", backend="fbgemm", **common)
     int8 += edgeclip.export(str(fixture_dir), formats=("all",), quant="int8", scheme="static", backend="fbgemm",
                             calib_size=128, sensitive_float=2, **common)
@@ -40,11 +43,23 @@ def test_int8_targets(report, fmt, scheme, max_drop, min_agree):
     eager = next(r for r in rows.values() if r.get("baseline"))
     int8 = next(r for n, r in rows.items() if f"-{fmt}-int8-{scheme}" in n)
     assert "error" not in int8 and int8["images"] == eager["images"] == N
-    fp32 = fp32_files[fmt].manifest["fidelity"]       # the fp32 file against eager on the 128 verification images
-    assert fp32["top1_agreement"] == 1.0 and fp32["mean_cosine"] > 0.9999
+    if fmt in fp32_files:
+        fp32 = fp32_files[fmt].manifest["fidelity"]   # the fp32 file against eager on the 128 verification images
+        assert fp32["top1_agreement"] == 1.0 and fp32["mean_cosine"] > 0.9999
+        fp32_bytes = fp32_files[fmt].file.stat().st_size
+    else:
+        fp32_bytes = _weight_bytes(fp32_files["onnx"].file)
     assert eager["top1"] - int8["top1"] <= max_drop
     assert int8["agreement"] >= min_agree
     # a .ptl also carries its TorchScript code: ~0.6 MB for the static wrappers, which is 5 % of this small
     # model's fp32 file (0.28x on ViT-B-32, see benchmarks/README.md); the weights themselves are 0.27x
     limit = 0.33 if (fmt, scheme) == ("ptl", "static") else 0.30
-    assert int8["file_mb"] <= limit * fp32_files[fmt].file.stat().st_size / 1e6
+    assert int8["file_mb"] <= limit * fp32_bytes / 1e6
+
+
+def _weight_bytes(onnx_file) -> int:
+    """The fp32 weights' bytes: the initializers of an fp32 .onnx."""
+    import onnx
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(onnx_file)).graph.initializer)

@@ -90,19 +90,22 @@ def test_installed_wheel_exports_verifies_and_benches(installed, fmnist_spec, tm
     r = run("verify", "out", "--data", fmnist_spec)                 # the folder export wrote into
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "pass" in r.stdout
-    r = run("bench", "out", "--data", fmnist_spec, "--threads", "2", "--rounds", "1", "--reps", "3", "--json")
+    # The first 2,000 test images (the whole 10k ran here before: ~20 CPU-s more for the same check; the 10k
+    # figure in metrics.json and README is reproduced by README's command (1) and benchmarks/reproduce.sh)
+    r = run("bench", "out", "--data", fmnist_spec, "--limit", "2000", "--threads", "2", "--rounds", "1", "--reps", "3", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {x["artifact"]: x for x in json.loads(r.stdout)["rows"]}
     documented = json.loads((ROOT / "models" / "weights" / "edgeclip_fmnist" / "metrics.json").read_text())
     eager = rows["edgeclip-fmnist fp32 eager"]
-    assert eager["images"] == 10_000 and eager["top1"] == pytest.approx(documented["top1"], abs=0.005)
-    assert f"{documented['top1']:.2f}" in (ROOT / "README.md").read_text()
+    assert eager["images"] == 2000 and eager["top1"] == pytest.approx(documented["top1_first2000"], abs=0.005)
+    assert eager["top5"] == pytest.approx(documented["top5_first2000"], abs=0.005)
     int8 = rows["edgeclip-fmnist-classifier-onnx-int8-dynamic"]
     assert "error" not in int8 and int8["agreement"] >= 99.0
-    # README's results table is the output of this very command: its rows name these artifacts with these sizes
+    # README's results table is the output of command (1) on all 10,000 images: its rows name these artifacts
+    # with these sizes, and its eager top-1 is the documented figure
     readme = {cells[0]: cells for cells in _readme_table()[1:]}
     assert readme["edgeclip-fmnist-classifier-onnx-int8-dynamic"][4] == f"{int8['file_mb']:.2f}"
-    assert readme["edgeclip-fmnist fp32 eager"][-4] == f"{eager['top1']:.2f}"
+    assert readme["edgeclip-fmnist fp32 eager"][-4] == f"{documented['top1']:.2f}"
 
 
 def _readme_table() -> list[list[str]]:
