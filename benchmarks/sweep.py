@@ -8,6 +8,8 @@ Series (each a list of compression recipes applied to the same loaded model):
 * ``svd-attn-vision`` / ``svd-attn-text`` -- attention projections only, one tower at a time, ratio varied
 * ``blocks-{text,vision}-{last,first}`` -- remove k blocks from one end, k = 1..L-1
 * ``tokens-vision``      -- training-free token reduction at blocks L/3 and 2L/3, keep rate varied
+* ``merge-vision``       -- training-free token merging (ToMe) at every vision block, r (tokens merged per block)
+  varied so that 1/4, 1/2 and 3/4 of the patch tokens are merged away by the last block
 
 "ratio" is the fraction of each factorised layer's parameters *kept*.  Accuracy is zero-shot top-1 of the
 eager fp32 model on real labelled images; latency is eager batch-1 median over interleaved rounds,
@@ -35,6 +37,12 @@ SCHEMA = "edgeclip.sweep/1"
 RATIOS = (0.75, 0.5, 0.35, 0.25, 0.15, 0.1)
 FIXED_RATIO = 0.25
 TOKEN_KEEPS = (0.9, 0.7, 0.5, 0.3)
+MERGED_AWAY = (0.25, 0.5, 0.75)      # merge-vision: fraction of patch tokens gone by the last block
+
+
+def merge_rs(patches: int, n_blocks: int) -> list[int]:
+    """ToMe's r for each MERGED_AWAY fraction: r tokens merged at each of ``n_blocks`` blocks."""
+    return sorted({max(1, round(f * patches / max(1, n_blocks))) for f in MERGED_AWAY})
 
 
 @dataclass
@@ -45,7 +53,8 @@ class Point:
     tower: str                     # the tower it changes
 
 
-def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ratio: float = FIXED_RATIO) -> list[Point]:
+def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ratio: float = FIXED_RATIO,
+                  patches: int = 0) -> list[Point]:
     if name == "svd-vision-layers":
         return [Point(name, k, CompressRecipe(svd_ratio=fixed_ratio, svd_blocks=f"last:{k}"), "vision") for k in range(1, n_vision + 1)]
     if name in ("svd-vision-ratio", "svd-vision-aware"):
@@ -55,6 +64,8 @@ def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ra
         return [Point(name, r, CompressRecipe(svd_ratio=r, svd_layers="attn", svd_tower=tower), tower) for r in ratios]
     if name == "tokens-vision":
         return [Point(name, k, CompressRecipe(token_keep=k), "vision") for k in TOKEN_KEEPS]
+    if name == "merge-vision":
+        return [Point(name, r, CompressRecipe(token_merge=r), "vision") for r in merge_rs(patches, n_vision)]
     if name.startswith("blocks-"):
         _, tower, end = name.split("-")
         n = n_vision if tower == "vision" else n_text
@@ -67,18 +78,23 @@ def series_points(name: str, n_vision: int, n_text: int, ratios=RATIOS, fixed_ra
 
 
 SERIES = ("svd-vision-layers", "svd-vision-ratio", "svd-vision-aware", "svd-attn-vision", "svd-attn-text",
-          "blocks-text-last", "blocks-text-first", "blocks-vision-last", "blocks-vision-first", "tokens-vision")
+          "blocks-text-last", "blocks-text-first", "blocks-vision-last", "blocks-vision-first", "tokens-vision",
+          "merge-vision")
 
 
 def plan(model, series: tuple[str, ...]) -> tuple[dict[str, list[Point]], list[str]]:
     """The points of each series this model can run, and the series it cannot (text series without a text tower)."""
-    from edgeclip.exporter.compress.structure import towers
+    from edgeclip.exporter.compress.structure import image_tokens, towers
 
     ts = towers(model)
     n_vision = len(ts["vision"].blocks) if "vision" in ts else 0
     n_text = len(ts["text"].blocks) if "text" in ts else 0
+    try:
+        patches = image_tokens(model)[0] if n_vision else 0
+    except EdgeclipError:     # a family without a token layout: the merge series' points fail with its reason
+        patches = 0
     skipped = [s for s in series if "text" in s and not n_text]
-    return {s: series_points(s, n_vision, n_text) for s in series if s not in skipped}, skipped
+    return {s: series_points(s, n_vision, n_text, patches=patches) for s in series if s not in skipped}, skipped
 
 
 class _Eager:

@@ -117,7 +117,7 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 
 COMPRESS_FLAGS = ("svd_ratio", "svd_energy", "svd_rank", "svd_tower", "svd_layers", "svd_blocks", "svd_aware", "prune_blocks",
                   "mlp_keep", "heads_keep", "prune_score", "prune_tower", "sparsity", "sparsity_scope", "token_keep",
-                  "token_blocks", "heal_steps", "heal_lr", "heal_batch", "heal_images")
+                  "token_blocks", "token_merge", "token_merge_blocks", "heal_steps", "heal_lr", "heal_batch", "heal_images")
 
 
 def compress_options(f):
@@ -145,6 +145,9 @@ def compress_options(f):
         click.option("--token-keep", type=float, default=None,
                      help="Vision token reduction: keep this fraction of patch tokens at each reduction block (static shapes)."),
         click.option("--token-blocks", default=None, help="Blocks that reduce tokens, e.g. 4,8 [L/3 and 2L/3]."),
+        click.option("--token-merge", type=click.IntRange(min=0), default=None,
+                     help="Vision token merging (ToMe): merge this many patch tokens into similar ones at each merging block (static shapes)."),
+        click.option("--token-merge-blocks", default=None, help="Blocks that merge tokens: all, first:N, last:N or indices [all]."),
         click.option("--heal-steps", type=int, default=None, help="Distil the compressed model toward the original for N steps [0: off]."),
         click.option("--heal-lr", type=float, default=None, help="Healing learning rate [1e-4]."),
         click.option("--heal-batch", type=int, default=None, help="Healing batch size [64]."),
@@ -461,7 +464,7 @@ def verify(artifacts, data, verify_size, threads, min_agreement, min_cosine, as_
 @click.option("--series", "series", multiple=True,
               help="Series to run (repeat or comma-separate) [all]: svd-vision-layers, svd-vision-ratio, svd-vision-aware, "
                    "svd-attn-vision, svd-attn-text, blocks-text-last, blocks-text-first, blocks-vision-last, blocks-vision-first, "
-                   "tokens-vision.")
+                   "tokens-vision, merge-vision.")
 @click.option("--eval-size", type=int, default=2000, show_default=True, help="Test images per point (0: the whole split).")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Interleaved timing rounds per series.")
 @click.option("--out", "-o", default="sweep", show_default=True, help="Folder for sweep.json and the PNG plots.")

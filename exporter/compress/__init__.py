@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import blocks, heal, sparsity, structured, svd, tokens
+from . import blocks, heal, merge, sparsity, structured, svd, tokens
 from .calibration import Calibration
 from .config import CompressRecipe
 from .structure import tower_flops, tower_params
@@ -26,7 +26,8 @@ __all__ = ["Calibration", "CompressRecipe", "compress", "summary"]
 def plan(recipe: CompressRecipe) -> list[tuple[str, Callable, object]]:
     steps: list[tuple[str, Callable, object]] = [(f"prune-blocks {b.tower}", blocks.apply, b) for b in recipe.blocks()]
     for name, module, cfg in (("structured", structured, recipe.structured()), ("svd", svd, recipe.svd()),
-                              ("sparsity", sparsity, recipe.sparse()), ("tokens", tokens, recipe.tokens())):
+                              ("sparsity", sparsity, recipe.sparse()), ("tokens", tokens, recipe.tokens()),
+                              ("token-merge", merge, recipe.merge())):
         if cfg is not None:
             steps.append((name, module.apply, cfg))
     return steps

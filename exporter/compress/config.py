@@ -119,6 +119,12 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class MergeConfig:
+    r: int                              # patch tokens merged away at each merging block (ToMe's r)
+    blocks: str = "all"                 # which blocks merge (select_blocks spec)
+
+
+@dataclass(frozen=True)
 class HealConfig:
     steps: int
     lr: float = 1e-4
@@ -151,7 +157,7 @@ def parse_block_spec(spec: str) -> BlockPruneConfig:
 @dataclass
 class CompressRecipe:
     """Every compression choice.  Passes run in a fixed order: block pruning, structured pruning, SVD,
-    unstructured sparsity, token reduction, then healing -- removal before factorisation (factorising a
+    unstructured sparsity, token dropping, token merging, then healing -- removal before factorisation (factorising a
     block that is then dropped wastes the calibration), healing last so it repairs all of them at once."""
 
     svd_ratio: float | None = None
@@ -170,6 +176,8 @@ class CompressRecipe:
     sparsity_scope: str = "global"
     token_keep: float | None = None
     token_blocks: str | None = None
+    token_merge: int | None = None
+    token_merge_blocks: str = "all"
     heal_steps: int = 0
     heal_lr: float = 1e-4
     heal_batch: int = 64
@@ -206,6 +214,9 @@ class CompressRecipe:
                 raise EdgeclipError(f"--token-blocks {self.token_blocks!r}: use block indices like 2,4") from None
         return TokenConfig(self.token_keep, blocks)
 
+    def merge(self) -> MergeConfig | None:
+        return MergeConfig(self.token_merge, self.token_merge_blocks) if self.token_merge else None
+
     def heal(self) -> HealConfig | None:
         return HealConfig(self.heal_steps, self.heal_lr, self.heal_batch) if self.heal_steps else None
 
@@ -215,13 +226,13 @@ class CompressRecipe:
         for cfg in (self.svd(), self.structured(), self.sparse()):
             if cfg is not None:
                 out.update(cfg.towers)
-        if self.tokens() or self.heal():
+        if self.tokens() or self.merge() or self.heal():
             out.add("vision")
         return out
 
     @property
     def active(self) -> bool:
-        return any(x for x in (self.svd(), self.blocks(), self.structured(), self.sparse(), self.tokens(), self.heal()))
+        return any(x for x in (self.svd(), self.blocks(), self.structured(), self.sparse(), self.tokens(), self.merge(), self.heal()))
 
     @property
     def needs_calibration(self) -> bool:
@@ -250,6 +261,9 @@ class CompressRecipe:
             raise EdgeclipError(f"--sparsity is the fraction of weights zeroed, between 0 and 1 exclusive (got {r.sparsity})")
         if r.token_keep is not None and not 0 < r.token_keep <= 1:
             raise EdgeclipError(f"--token-keep is the fraction of patch tokens kept, between 0 (exclusive) and 1 (got {r.token_keep})")
+        if r.token_merge is not None and r.token_merge < 0:
+            raise EdgeclipError(f"--token-merge is the number of tokens merged at each block, 0 or more (got {r.token_merge}); "
+                                "e.g. 8")
         if r.prune_score not in SCORES:
             raise EdgeclipError(f"unknown --prune-score {r.prune_score!r}; use magnitude or activation")
         if r.sparsity_scope not in SCOPES:
@@ -257,8 +271,8 @@ class CompressRecipe:
         if r.heal_steps < 0 or r.heal_batch < 1 or not r.heal_lr > 0 or r.heal_images < 1:
             raise EdgeclipError(f"--heal-steps must be >= 0, --heal-batch >= 1 and --heal-lr > 0 "
                                 f"(got {r.heal_steps}, {r.heal_batch}, {r.heal_lr})")
-        r.svd(), r.blocks(), r.structured(), r.sparse(), r.tokens()   # parse every spec now: bad ones fail here
-        if r.heal_steps and not any((r.svd(), r.blocks(), r.structured(), r.sparse(), r.tokens())):
+        r.svd(), r.blocks(), r.structured(), r.sparse(), r.tokens(), r.merge()   # parse every spec now: bad ones fail here
+        if r.heal_steps and not any((r.svd(), r.blocks(), r.structured(), r.sparse(), r.tokens(), r.merge())):
             raise EdgeclipError("--heal-steps heals a compressed model; add a compression pass (--svd, --prune-blocks, "
                                 "--mlp-keep, ...) or drop --heal-steps")
         return r
@@ -286,6 +300,8 @@ class CompressRecipe:
             parts.append(f"sp{self.sparsity:g}")
         if self.token_keep not in (None, 1.0):
             parts.append(f"tok{self.token_keep:g}")
+        if self.token_merge:
+            parts.append(f"tome{self.token_merge}")
         if self.heal_steps:
             parts.append(f"heal{self.heal_steps}")
         digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:4]

@@ -82,9 +82,19 @@ def image_tokens(model: nn.Module) -> tuple[int, int]:
 @torch.no_grad()
 def tower_flops(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor | None) -> dict[str, int]:
     """FLOPs of one forward of each tower (batch 1), counted by torch's FlopCounterMode on the real module:
-    physically removed rows, dropped tokens and low-rank pairs all show; zeroed weights do not change it."""
-    from torch.utils.flop_counter import FlopCounterMode
+    physically removed rows, dropped tokens and low-rank pairs all show; zeroed weights do not change it.
 
+    Attention is counted in every form a model computes it: torch's counter has no formula for the CPU flash
+    kernel of ``scaled_dot_product_attention`` (added here, torch's own SDPA formula) and does not see inside
+    ``nn.MultiheadAttention``'s native fast path (turned off while counting).  Before both (2026-12-07), a tiny
+    open_clip ViT counted 3.74 MFLOPs as shipped and 5.41 once its attention was made editable, so passes that
+    rewrite attention (token dropping and merging) could report fewer tokens as *more* FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def sdpa_cpu_flops(q, k, v, *_args, out_shape=None, **_kw) -> int:   # called with shapes
+        return sdpa_flop_count(q, k, v)
+
+    sdpa_cpu = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flops}
     fam = family_of(model)
     out = {}
     # FlopCounterMode's module tracker hooks autograd on tensors that require grad; a parameter used as a
@@ -92,15 +102,18 @@ def tower_flops(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor | No
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=sdpa_cpu) as fc:
             fam.vision(model)(image[:1])
         out["vision"] = int(fc.get_total_flops())
         if fam.has_text and tokens is not None:
-            with FlopCounterMode(display=False) as fc:
+            with FlopCounterMode(display=False, custom_mapping=sdpa_cpu) as fc:
                 fam.encode_text(model, tokens[:1])
             out["text"] = int(fc.get_total_flops())
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for p, flag in flags:
             p.requires_grad_(flag)
     return out

@@ -23,25 +23,36 @@ from .config import TokenConfig
 from .report import PassReport, n_params
 from .structure import convert_attention, image_tokens, refusal, tower
 
-class TokenDropBlock(nn.Module):
-    """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention."""
+def attend(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The attention half of a pre-norm block, written out (the class token's row of the probabilities is the
+    drop score; the keys are the merge metric): returns (x + attention output, probabilities [B, H, N, N], keys
+    averaged over heads [B, N, D]).  ``bias`` is added to the logits (token merging's log token sizes)."""
+    b, n, _d = x.shape
+    h, hd = blk.attn.num_heads, blk.attn.head_dim
+    q, k, v = blk.in_proj(blk.norm1(x)).reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+    logits = (q * hd ** -0.5) @ k.transpose(-2, -1)
+    attn = (logits if bias is None else logits + bias).softmax(-1)
+    o = (attn @ v).transpose(1, 2).reshape(b, n, h * hd)
+    return x + blk.scale1(blk.out_proj(o)), attn, k.mean(1)
 
-    def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int):
+
+class TokenDropBlock(nn.Module):
+    """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention (``rate``: the
+    fraction asked for, which token merging uses when tokens were merged before this block)."""
+
+    def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int, rate: float | None = None):
         super().__init__()
         n1, at, s1, n2, mlp, s2 = parts
         self.norm1, self.attn, self.norm2, self.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
         self.scale1, self.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
         self.in_proj = self.attn.in_proj if hasattr(self.attn, "in_proj") else self.attn.qkv
         self.out_proj = self.attn.out_proj if hasattr(self.attn, "out_proj") else self.attn.proj
-        self.keep, self.prefix = keep, prefix
+        self.keep, self.prefix, self.rate = keep, prefix, rate
 
     def forward(self, x: torch.Tensor, attn_mask=None, **_):
-        b, n, _d = x.shape
-        h, hd = self.attn.num_heads, self.attn.head_dim
-        q, k, v = self.in_proj(self.norm1(x)).reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = ((q * hd ** -0.5) @ k.transpose(-2, -1)).softmax(-1)          # explicit: the CLS row is the score
-        o = (attn @ v).transpose(1, 2).reshape(b, n, h * hd)
-        x = x + self.scale1(self.out_proj(o))
+        b = x.shape[0]
+        x, attn, _keys = attend(self, x)
         score = attn[:, :, 0, self.prefix:].mean(1)                           # [B, patches]
         idx = select.keep_top(score, self.keep)    # order is irrelevant: attention is permutation-equivariant and positions are already added
         patches = torch.gather(x[:, self.prefix:], 1, idx.unsqueeze(-1).expand(b, self.keep, x.shape[-1]))
@@ -76,7 +87,7 @@ def apply(model: nn.Module, cfg: TokenConfig, calib: Calibration | None = None) 
         if keep >= patches:
             report.skipped.append({"block": i, "why": f"keep rate {cfg.keep} keeps all {patches} tokens"})
             continue
-        blocks[i] = TokenDropBlock(blocks[i], t.layout.parts, keep, prefix)
+        blocks[i] = TokenDropBlock(blocks[i], t.layout.parts, keep, prefix, cfg.keep)
         report.layers.append({"block": i, "tokens_before": patches + prefix, "tokens_after": keep + prefix})
         patches = keep
     t.set_blocks(blocks)

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeclip.exporter.compress import Calibration, CompressRecipe, compress, heal, select, structured, tokens
-from edgeclip.exporter.compress.config import HealConfig, StructuredConfig, TokenConfig
+from edgeclip.exporter.compress import Calibration, CompressRecipe, compress, heal, merge, select, structured, tokens
+from edgeclip.exporter.compress.config import HealConfig, MergeConfig, StructuredConfig, TokenConfig
 
 N = 600
 
@@ -114,6 +114,25 @@ def test_token_reduction_keeps_the_attended_tokens_over_the_inattentive(builtin,
         got[rule] = _agreement(builtin, model, x, ref)
         monkeypatch.undo()
     assert got["rule"] >= got["inverse"] + 0.03, got
+
+
+def test_token_merging_merges_the_similar_tokens_over_the_dissimilar(builtin, images, reference, monkeypatch):
+    """ToMe on every vision block, r = 14 of the 64 patch tokens per block (64 -> 50 -> 36 -> 22 -> 12 over the 4
+    blocks): merging the set-A tokens that best match set B (the rule) against the worst-matched (inverse) and a
+    random choice of the same count.  Measured (600 images, agreement with the unmerged model, 2026-12-07): real
+    images rule 96.7 / inverse 92.3 / random 94.3 %; silhouettes 84.2 / 74.3 / 78.3 %.  (At r = 8: 98.5 / 94.3 /
+    97.2 and 91.0 / 79.0 / 88.8.)"""
+    name, x, _ = images
+    ref, _ = reference
+    model, rep = merge.apply(builtin.model, MergeConfig(r=14))
+    assert rep.extra["tokens_at_output"] == 13
+    got = {}
+    for rule, fn in _rules().items():
+        monkeypatch.setattr(select, "keep_top", fn)
+        got[rule] = _agreement(builtin, model, x, ref)
+        monkeypatch.undo()
+    assert got["rule"] >= got["inverse"] + 0.03, got
+    assert got["rule"] >= got["random"] + 0.015, got
 
 
 def test_healing_lowers_the_distillation_loss_and_raises_agreement(builtin, images, reference):

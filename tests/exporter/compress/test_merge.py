@@ -1,0 +1,115 @@
+"""Token merging (ToMe, exporter/compress/merge.py): the matching merges the most similar tokens, sizes and
+proportional attention make merging exact duplicates lossless, static shapes export to every format, and on real
+images the rule beats its inverse."""
+
+import copy
+
+import pytest
+import torch
+
+import edgeclip
+from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.compress import compress, merge
+from edgeclip.exporter.compress.config import CompressRecipe, MergeConfig
+from edgeclip.exporter.compress.structure import convert_attention
+from edgeclip.models.families.base import OPEN_CLIP_BLOCK
+
+from compress_fixtures import clip, image_out  # noqa: F401  (fixtures)
+
+
+def test_bipartite_merge_averages_the_most_similar_pairs_by_size():
+    # prefix token 0, then A = tokens 1,3,5,7 and B = tokens 2,4,6,8 (alternating); A1 ~ B2 and A5 ~ B6 by key
+    torch.manual_seed(0)
+    keys = torch.randn(1, 9, 4)
+    keys[0, 3] = keys[0, 4] + 0.01 * torch.randn(4)       # A[1] matches B[1] (tokens 3 -> 4)
+    keys[0, 5] = keys[0, 8] + 0.01 * torch.randn(4)       # A[2] matches B[3] (tokens 5 -> 8)
+    x = torch.arange(9 * 2, dtype=torch.float32).reshape(1, 9, 2)
+    size = torch.tensor([1., 1., 1., 3., 1., 1., 1., 1., 2.]).reshape(1, 9, 1)
+    out, out_size = merge.bipartite_merge(x, size, keys, prefix=1, r=2)
+    assert out.shape == (1, 7, 2) and out_size.shape == (1, 7, 1)
+    torch.testing.assert_close(out[0, 0], x[0, 0])                                 # the prefix token stays first
+    # B comes last, in order: token 4 absorbed token 3 (sizes 1 + 3), token 8 absorbed token 5 (2 + 1)
+    b = out[0, -4:]
+    torch.testing.assert_close(b[0], (x[0, 2]))
+    torch.testing.assert_close(b[1], (x[0, 4] * 1 + x[0, 3] * 3) / 4)
+    torch.testing.assert_close(b[3], (x[0, 8] * 2 + x[0, 5] * 1) / 3)
+    assert out_size[0, -4:, 0].tolist() == [1., 4., 1., 3.]
+    # the unmerged A tokens (1 and 7) survive untouched; nothing is lost: total size and size-weighted sum hold
+    assert sorted(out[0, 1:3, 0].tolist()) == [x[0, 1, 0].item(), x[0, 7, 0].item()]
+    assert out_size.sum() == size.sum()
+    torch.testing.assert_close((out * out_size).sum(1), (x * size).sum(1))
+
+
+def _two_blocks(clip):
+    ref = convert_attention(copy.deepcopy(clip))
+    return list(ref.visual.transformer.resblocks)[:2]
+
+
+def test_merging_exact_duplicates_with_proportional_attention_changes_nothing(clip):
+    """Each patch token appears twice (A and B copies): merging every pair, then attending with log-size
+    weights, gives the class token exactly what the unmerged blocks give.  Without the sizes it would not."""
+    b0, b1 = _two_blocks(clip)
+    torch.manual_seed(0)
+    half = torch.randn(2, 8, 64)
+    x = torch.cat([torch.randn(2, 1, 64), half.repeat_interleave(2, dim=1)], dim=1)   # [cls, t0, t0, t1, t1, ...]
+    m0 = merge.TokenMergeBlock(b0, OPEN_CLIP_BLOCK.parts, prefix=1, r=7, size_in=False, size_out=True)
+    m1 = merge.TokenMergeBlock(b1, OPEN_CLIP_BLOCK.parts, prefix=1, r=0, size_in=True, size_out=False)
+    with torch.no_grad():
+        ref = b1(b0(x))
+        mid = m0(x)
+        got = m1(mid)
+        unweighted = merge.TokenMergeBlock(b1, OPEN_CLIP_BLOCK.parts, prefix=1, r=0, size_in=False, size_out=False)(mid[..., :-1])
+    assert mid.shape == (2, 17 - 7, 65) and got.shape == (2, 10, 64)
+    assert sorted(mid[0, :, -1].tolist()) == [1.0] * 3 + [2.0] * 7                  # 7 pairs merged, 1 pair left
+    torch.testing.assert_close(got[:, 0], ref[:, 0], atol=1e-5, rtol=1e-4)
+    assert (unweighted[:, 0] - ref[:, 0]).abs().max() > 1e-3                       # the sizes are what makes it exact
+
+
+def test_apply_reports_static_token_counts_and_fewer_flops(clip):
+    model, rep = merge.apply(clip, MergeConfig(r=3))
+    # 16 patches: blocks 0, 1, 2 merge 3 each -> 13, 10, 7 (+1 class token)
+    assert [(layer["tokens_before"], layer["tokens_after"]) for layer in rep.layers] == [(17, 14), (14, 11), (11, 8)]
+    assert rep.extra["tokens_at_output"] == 8
+    x = torch.randn(2, 3, 32, 32)
+    assert image_out(model, x).shape == image_out(clip, x).shape
+    assert all(isinstance(b, merge.TokenMergeBlock) for b in model.visual.transformer.resblocks)
+    # r larger than the tokens allow is clipped per block and said; a block list picks where
+    _, rep = merge.apply(clip, MergeConfig(r=20))
+    assert rep.layers[0]["merged"] == 7 and rep.skipped and "merged 7, not 20" in rep.skipped[0]["why"]
+    _, rep = merge.apply(clip, MergeConfig(r=2, blocks="-1"))
+    assert [layer["block"] for layer in rep.layers] == [2]
+    with pytest.raises(EdgeclipError, match="block 5 does not exist"):
+        merge.apply(clip, MergeConfig(r=2, blocks="5"))
+    _, report = compress(clip, CompressRecipe(token_merge=3), flop_inputs=(x[:1], None))
+    assert report["flops_removed_pct"]["vision"] >= 20 and report["params_removed_pct"]["vision"] == 0
+
+
+def test_merging_composes_with_token_dropping(clip):
+    model, report = compress(clip, CompressRecipe(token_keep=0.5, token_blocks="1", token_merge=2))
+    assert [p["name"] for p in report["passes"]] == ["tokens", "token-merge"]
+    layers = report["passes"][1]["layers"]
+    # block 0 merges 16 -> 14; block 1 drops half of 14 (-> 7), then merges 2 -> 5; block 2 merges 2 -> 3
+    assert [(la["tokens_before"], la["tokens_after"]) for la in layers] == [(17, 15), (8, 6), (6, 4)]
+    x = torch.randn(2, 3, 32, 32)
+    assert image_out(model, x).shape == image_out(clip, x).shape
+
+
+def test_bad_merge_settings_are_refused(clip):
+    with pytest.raises(EdgeclipError, match="--token-merge is the number of tokens"):
+        CompressRecipe(token_merge=-1).validated()
+    with pytest.raises(EdgeclipError, match="--token-merge-blocks 'x' is not a block list"):
+        merge.apply(clip, CompressRecipe(token_merge=2, token_merge_blocks="x").merge())
+    with pytest.raises(EdgeclipError, match="already applied"):
+        merge.apply(merge.apply(clip, MergeConfig(r=1))[0], MergeConfig(r=1))
+
+
+def test_merged_model_exports_with_its_fidelity_gate(tiny_clip_dir, tiny_images, tmp_path):
+    """Static shapes: the merged tower goes through torch.export and TorchScript (ONNX, TorchScript-lite here;
+    ExecuTorch and int8 in every format with every other pass in tests/exporter/compress/test_compress_export.py),
+    through the fidelity gate against the merged eager model."""
+    arts = edgeclip.export(str(tiny_clip_dir), formats=("onnx", "ptl"), data=tiny_images, verify_size=18,
+                           out=str(tmp_path), compress=CompressRecipe(token_merge=3))
+    for a in arts:
+        passes = {p["name"]: p for p in a.manifest["compression"]["passes"]}
+        assert passes["token-merge"]["extra"]["tokens_at_output"] == 17 - 6 and "tome3" in a.name
+        assert a.manifest["fidelity"]["top1_agreement"] == 1.0 and a.manifest["fidelity"]["mean_cosine"] >= 0.9999
