@@ -15,7 +15,7 @@ def test_compressed_int8_export_in_every_format_round_trips(tmp_path, tiny_clip_
     out = tmp_path / "out"
     argv = ["export", "--model", str(tiny_clip_dir), "--data", tiny_images, "--verify-size", "6", "--out", str(out),
             "--svd", "0.5", "--svd-layers", "attn", "--mlp-keep", "0.5", "--heads-keep", "0.5", "--prune-score", "magnitude",
-            "--token-keep", "0.5", "--token-blocks", "1", "--token-merge", "2", "--quant", "int8", "--format", "all", "--json"]
+            "--token-keep", "0.5", "--token-blocks", "0", "--token-merge", "2", "--token-merge-blocks", "1", "--quant", "int8", "--format", "all", "--json"]
     r = CliRunner().invoke(main, argv)
     assert r.exit_code == 0, r.output
     manifests = json.loads(r.stdout)
@@ -23,7 +23,7 @@ def test_compressed_int8_export_in_every_format_round_trips(tmp_path, tiny_clip_
     for m in manifests:
         c = m["compression"]
         assert [p["name"] for p in c["passes"]] == ["structured", "svd", "tokens", "token-merge"]
-        assert c["passes"][-1]["extra"]["tokens_at_output"] == 6     # 16 patches -(merge 2)- 14 -(drop half, merge 2)- 5
+        assert c["passes"][-1]["extra"]["tokens_at_output"] == 7     # 16 patches -(block 0 drops half)- 8 -(block 1 merges 2)- 6
         assert c["params_after"]["vision"] < 0.7 * c["params_before"]["vision"]
         assert c["flops_after"]["vision"] < c["flops_before"]["vision"]
         assert "mean_cosine" in c["vs_uncompressed"] and m["recipe"]["compress"]["mlp_keep"] == 0.5
