@@ -13,5 +13,5 @@ def test_weights_are_small_fp16():
 
 
 # The documented accuracy is measured through the *installed wheel* in tests/test_packaging.py (the check a user's
-# install depends on), on the first 2,000 test images against metrics.json's top1_first2000 / top5_first2000; the
-# 10,000-image figure is what README's command (1) prints.
+# install depends on): eager on the first 2,000 test images against metrics.json's top1_first2000 / top5_first2000,
+# the int8 file on all 10,000 against README's table (the output of command (1)).
