@@ -31,7 +31,7 @@ from .calibration import Calibration
 from .config import MergeConfig, select_blocks
 from .report import PassReport, n_params
 from .structure import convert_attention, image_tokens, refusal, tower
-from .tokens import TokenDropBlock, attend
+from .tokens import PARTS, TokenDropBlock, attend, take_parts
 
 
 def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -74,13 +74,7 @@ class TokenMergeBlock(nn.Module):
     def __init__(self, block: nn.Module, parts: tuple[str, ...], prefix: int, r: int, *, keep: int | None = None,
                  size_in: bool, size_out: bool):
         super().__init__()
-        if isinstance(block, TokenDropBlock):             # its parts are already pulled out
-            parts = ("norm1", "attn", "scale1", "norm2", "mlp", "scale2")
-        n1, at, s1, n2, mlp, s2 = parts
-        self.norm1, self.attn, self.norm2, self.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
-        self.scale1, self.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
-        self.in_proj = self.attn.in_proj if hasattr(self.attn, "in_proj") else self.attn.qkv
-        self.out_proj = self.attn.out_proj if hasattr(self.attn, "out_proj") else self.attn.proj
+        take_parts(self, block, PARTS if isinstance(block, TokenDropBlock) else parts)   # a dropping block holds them as PARTS
         self.prefix, self.r, self.keep = prefix, r, keep
         self.size_in, self.size_out = size_in, size_out
 

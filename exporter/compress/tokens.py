@@ -37,17 +37,27 @@ def attend(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     return x + blk.scale1(blk.out_proj(o)), attn, k.mean(1)
 
 
+PARTS = ("norm1", "attn", "scale1", "norm2", "mlp", "scale2")   # the names a rebuilt block holds its parts under
+
+
+def take_parts(dst: nn.Module, block: nn.Module, parts: tuple[str, ...]) -> None:
+    """Hold ``block``'s parts (its layout's norm1, attn, scale1, norm2, mlp, scale2 attribute names) on ``dst``
+    under the fixed names ``PARTS``, plus the attention's input / output projections, whatever the family calls
+    them (open_clip ``in_proj`` / ``out_proj``, timm ``qkv`` / ``proj``); a missing LayerScale is the identity."""
+    n1, at, s1, n2, mlp, s2 = parts
+    dst.norm1, dst.attn, dst.norm2, dst.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
+    dst.scale1, dst.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
+    dst.in_proj = dst.attn.in_proj if hasattr(dst.attn, "in_proj") else dst.attn.qkv
+    dst.out_proj = dst.attn.out_proj if hasattr(dst.attn, "out_proj") else dst.attn.proj
+
+
 class TokenDropBlock(nn.Module):
     """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention (``rate``: the
     fraction asked for, which token merging uses when tokens were merged before this block)."""
 
     def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int, rate: float | None = None):
         super().__init__()
-        n1, at, s1, n2, mlp, s2 = parts
-        self.norm1, self.attn, self.norm2, self.mlp = getattr(block, n1), getattr(block, at), getattr(block, n2), getattr(block, mlp)
-        self.scale1, self.scale2 = getattr(block, s1, nn.Identity()), getattr(block, s2, nn.Identity())
-        self.in_proj = self.attn.in_proj if hasattr(self.attn, "in_proj") else self.attn.qkv
-        self.out_proj = self.attn.out_proj if hasattr(self.attn, "out_proj") else self.attn.proj
+        take_parts(self, block, parts)
         self.keep, self.prefix, self.rate = keep, prefix, rate
 
     def forward(self, x: torch.Tensor, attn_mask=None, **_):
