@@ -65,6 +65,16 @@ def test_merging_exact_duplicates_with_proportional_attention_changes_nothing(cl
     assert (unweighted[:, 0] - ref[:, 0]).abs().max() > 1e-3                       # the sizes are what makes it exact
 
 
+def test_a_merging_block_with_r_0_is_the_block(clip):
+    """r = 0 and no sizes: the rewritten block (explicit attention) computes what the original block does."""
+    b0, _ = _two_blocks(clip)
+    x = torch.randn(2, 17, 64)
+    m0 = merge.TokenMergeBlock(b0, OPEN_CLIP_BLOCK.parts, prefix=1, r=0, size_in=False, size_out=False)
+    with torch.no_grad():
+        torch.testing.assert_close(m0(x), b0(x), atol=1e-5, rtol=1e-4)
+    assert compress(clip, CompressRecipe(token_merge=0))[1]["passes"] == []     # --token-merge 0 is no pass at all
+
+
 def test_apply_reports_static_token_counts_and_fewer_flops(clip):
     model, rep = merge.apply(clip, MergeConfig(r=3))
     # 16 patches: blocks 0, 1, 2 merge 3 each -> 13, 10, 7 (+1 class token)
