@@ -18,7 +18,6 @@ drops (carrying the sizes of the kept tokens) and then merges.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -30,12 +29,8 @@ from . import select
 from .calibration import Calibration
 from .config import MergeConfig, select_blocks
 from .report import PassReport, n_params
-from .structure import convert_attention, image_tokens, refusal, tower
-from .tokens import PARTS, TokenDropBlock, attend, take_parts
-
-
-def _gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+from .structure import image_tokens
+from .tokens import PARTS, TokenDropBlock, attend, gather_tokens, keep_patches, take_parts, vision_tower_to_reduce
 
 
 def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, prefix: int, r: int
@@ -57,10 +52,10 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, p
     dst = match.gather(1, src)                                       # [B, r]
     xa, xb, sa, sb = xp[:, 0::2], xp[:, 1::2], sp[:, 0::2], sp[:, 1::2]
     into = (dst.unsqueeze(-1) == torch.arange(nb, device=x.device)).to(x.dtype).transpose(1, 2)   # [B, Nb, r]
-    size_b = sb + into @ _gather_tokens(sa, src)
-    xb = (xb * sb + into @ _gather_tokens(xa * sa, src)) / size_b
-    x = torch.cat([x[:, :prefix], _gather_tokens(xa, unmerged), xb], dim=1)
-    size = torch.cat([size[:, :prefix], _gather_tokens(sa, unmerged), size_b], dim=1)
+    size_b = sb + into @ gather_tokens(sa, src)
+    xb = (xb * sb + into @ gather_tokens(xa * sa, src)) / size_b
+    x = torch.cat([x[:, :prefix], gather_tokens(xa, unmerged), xb], dim=1)
+    size = torch.cat([size[:, :prefix], gather_tokens(sa, unmerged), size_b], dim=1)
     return x, size
 
 
@@ -86,8 +81,7 @@ class TokenMergeBlock(nn.Module):
         x, attn, keys = attend(self, x, size.log().transpose(1, 2).unsqueeze(1) if self.size_in else None)
         if self.keep is not None:
             idx = select.keep_top(attn[:, :, 0, self.prefix:].mean(1), self.keep)
-            keep = lambda t: torch.cat([t[:, :self.prefix], _gather_tokens(t[:, self.prefix:], idx)], dim=1)  # noqa: E731
-            x, size, keys = keep(x), keep(size), keep(keys)
+            x, size, keys = (keep_patches(t, idx, self.prefix) for t in (x, size, keys))
         if self.r:
             x, size = bipartite_merge(x, size, keys, self.prefix, self.r)
         x = x + self.scale2(self.mlp(self.norm2(x)))
@@ -95,11 +89,7 @@ class TokenMergeBlock(nn.Module):
 
 
 def apply(model: nn.Module, cfg: MergeConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
-    model = convert_attention(copy.deepcopy(model))
-    t = tower(model, "vision")
-    why = refusal(t, "tokens")
-    if why:
-        raise EdgeclipError(f"--token-merge: {why}; use SVD or block pruning on this model")
+    model, t = vision_tower_to_reduce(model, "--token-merge")
     if any(isinstance(b, TokenMergeBlock) for b in t.blocks):
         raise EdgeclipError("token merging was already applied to this model")
     blocks = list(t.blocks)

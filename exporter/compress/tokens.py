@@ -21,7 +21,7 @@ from . import select
 from .calibration import Calibration
 from .config import TokenConfig
 from .report import PassReport, n_params
-from .structure import convert_attention, image_tokens, refusal, tower
+from .structure import Tower, convert_attention, image_tokens, refusal, tower
 
 def attend(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,6 +51,27 @@ def take_parts(dst: nn.Module, block: nn.Module, parts: tuple[str, ...]) -> None
     dst.out_proj = dst.attn.out_proj if hasattr(dst.attn, "out_proj") else dst.attn.proj
 
 
+def gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` [B, K] of ``t`` [B, N, C] along the token axis (static K: exports as Gather)."""
+    return torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+
+def keep_patches(t: torch.Tensor, idx: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The prefix tokens, then the patch tokens ``idx`` (indices among the patches) -- what a dropping block keeps."""
+    return torch.cat([t[:, :prefix], gather_tokens(t[:, prefix:], idx)], dim=1)
+
+
+def vision_tower_to_reduce(model: nn.Module, flag: str) -> tuple[nn.Module, Tower]:
+    """A copy of ``model`` with editable attention and its vision tower, or the family's reason (named after
+    ``flag``) why its tokens cannot be reduced."""
+    model = convert_attention(copy.deepcopy(model))
+    t = tower(model, "vision")
+    why = refusal(t, "tokens")
+    if why:
+        raise EdgeclipError(f"{flag}: {why}; use SVD or block pruning on this model")
+    return model, t
+
+
 class TokenDropBlock(nn.Module):
     """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention (``rate``: the
     fraction asked for, which token merging uses when tokens were merged before this block)."""
@@ -61,12 +82,10 @@ class TokenDropBlock(nn.Module):
         self.keep, self.prefix, self.rate = keep, prefix, rate
 
     def forward(self, x: torch.Tensor, attn_mask=None, **_):
-        b = x.shape[0]
         x, attn, _keys = attend(self, x)
         score = attn[:, :, 0, self.prefix:].mean(1)                           # [B, patches]
         idx = select.keep_top(score, self.keep)    # order is irrelevant: attention is permutation-equivariant and positions are already added
-        patches = torch.gather(x[:, self.prefix:], 1, idx.unsqueeze(-1).expand(b, self.keep, x.shape[-1]))
-        x = torch.cat([x[:, :self.prefix], patches], dim=1)
+        x = keep_patches(x, idx, self.prefix)
         return x + self.scale2(self.mlp(self.norm2(x)))
 
 
@@ -75,11 +94,7 @@ def default_blocks(n: int) -> tuple[int, ...]:
 
 
 def apply(model: nn.Module, cfg: TokenConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
-    model = convert_attention(copy.deepcopy(model))
-    t = tower(model, "vision")
-    why = refusal(t, "tokens")
-    if why:
-        raise EdgeclipError(f"--token-keep: {why}; use SVD or block pruning on this model")
+    model, t = vision_tower_to_reduce(model, "--token-keep")
     blocks = list(t.blocks)
     n = len(blocks)
     where = cfg.blocks if cfg.blocks is not None else default_blocks(n)

@@ -85,6 +85,17 @@ def _rules():
             "random": lambda s, k: real(torch.rand(s.shape, generator=torch.Generator().manual_seed(0)), k)}
 
 
+def _agreement_by_rule(builtin, model, x, ref, monkeypatch) -> dict[str, float]:
+    """Agreement of ``model`` with the uncompressed model under each selection rule (the rule is read when the model
+    runs: token dropping and merging choose their tokens per image)."""
+    got = {}
+    for rule, fn in _rules().items():
+        monkeypatch.setattr(select, "keep_top", fn)
+        got[rule] = _agreement(builtin, model, x, ref)
+        monkeypatch.undo()
+    return got
+
+
 def test_structured_pruning_keeps_the_neurons_and_heads_that_matter(builtin, images, reference, monkeypatch):
     """Half the MLP neurons and half the heads of every vision block, by activation score.  Measured (1,000 images,
     agreement with the unpruned model): real images rule 97.3 / inverse 91.4 / random 93.8 % (neurons alone) and
@@ -108,11 +119,7 @@ def test_token_reduction_keeps_the_attended_tokens_over_the_inattentive(builtin,
     name, x, _ = images
     ref, _ = reference
     model, _ = tokens.apply(builtin.model, TokenConfig(0.25, (1,)))
-    got = {}
-    for rule, fn in _rules().items():
-        monkeypatch.setattr(select, "keep_top", fn)
-        got[rule] = _agreement(builtin, model, x, ref)
-        monkeypatch.undo()
+    got = _agreement_by_rule(builtin, model, x, ref, monkeypatch)
     assert got["rule"] >= got["inverse"] + 0.03, got
 
 
@@ -126,11 +133,7 @@ def test_token_merging_merges_the_similar_tokens_over_the_dissimilar(builtin, im
     ref, _ = reference
     model, rep = merge.apply(builtin.model, MergeConfig(r=14))
     assert rep.extra["tokens_at_output"] == 13
-    got = {}
-    for rule, fn in _rules().items():
-        monkeypatch.setattr(select, "keep_top", fn)
-        got[rule] = _agreement(builtin, model, x, ref)
-        monkeypatch.undo()
+    got = _agreement_by_rule(builtin, model, x, ref, monkeypatch)
     assert got["rule"] >= got["inverse"] + 0.03, got
     assert got["rule"] >= got["random"] + 0.015, got
 
