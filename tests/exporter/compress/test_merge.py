@@ -123,3 +123,19 @@ def test_merged_model_exports_with_its_fidelity_gate(tiny_clip_dir, tiny_images,
         passes = {p["name"]: p for p in a.manifest["compression"]["passes"]}
         assert passes["token-merge"]["extra"]["tokens_at_output"] == 17 - 6 and "tome3" in a.name
         assert a.manifest["fidelity"]["top1_agreement"] == 1.0 and a.manifest["fidelity"]["mean_cosine"] >= 0.9999
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--token-merge", "2", "--token-merge-blocks", "x"], "--token-merge-blocks 'x' is not a block list"),
+    (["--token-merge", "2", "--token-merge-blocks", "7"], "block 7 does not exist"),
+    (["--token-merge", "-1"], "-1 is not in the range x>=0"),
+])
+def test_cli_refuses_bad_merge_flags_in_one_line_and_writes_nothing(flags, needle, tiny_clip_dir, tiny_images, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclip.cli import main
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["export", "--model", str(tiny_clip_dir), "--data", tiny_images, "--out", str(out), *flags])
+    assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()
