@@ -505,6 +505,72 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
 @main.command()
 @verbose_option
 @click.option("--model", "-m", default="edgeclip-fmnist", show_default=True, help="Model spec, as for export.")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file (trained weights: a random model measures nothing).")
+@click.option("--data", default="fashion-mnist", show_default=True,
+              help="Labelled set: its test split decides (top-1), its train split calibrates and estimates.")
+@click.option("--calib-data", default=None, help="Calibration / estimate images [the --data train split].")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, metavar="PT",
+              help="Top-1 points the shipped artifact may lose against fp32 eager, on the test split.")
+@click.option("--target", type=click.Choice(["cpu", "mobile", "arm64", "cuda"]), default="cpu", show_default=True,
+              help="Where the files will run: its routes are searched and its bench engine times them.")
+@click.option("--budget-minutes", type=float, default=None, help="Start no new rung after this long; answer with what was measured.")
+@click.option("--workers", type=int, default=None, help="Parallel tasks of the local Ray runtime [all cores].")
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="Run on an existing Ray cluster instead of a local runtime.")
+@click.option("--resume", is_flag=True, help="Continue the search in --out, redoing nothing that finished.")
+@click.option("--knobs", default=None, help="Compression knobs to search, comma-separated [" + ",".join(("token_merge", "token_keep", "mlp_keep", "heads_keep", "prune_blocks", "svd")) + "].")
+@click.option("--format", "formats", default=None, help="Only these formats' routes, comma-separated [the target's].")
+@click.option("--heal-steps", type=int, default=300, show_default=True, help="Healing steps for combinations that miss the budget narrowly (0: off).")
+@click.option("--estimate-size", type=int, default=500, show_default=True, help="Held-out calibration images of the cheap estimate.")
+@click.option("--eval-size", type=int, default=None, help="Test images that decide [the whole split].")
+@click.option("--width", type=int, default=8, show_default=True, help="Knob combinations measured.")
+@click.option("--finalists", type=int, default=4, show_default=True, help="Combinations exported on each of the fastest routes.")
+@click.option("--top-routes", type=int, default=2, show_default=True, help="Routes the finalists are exported on.")
+@click.option("--device", default=None, metavar="ssh://USER@HOST[:PORT]", help="--target arm64: the ARM board that times.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Timing threads [all cores of the timing node].")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
+@click.option("--out", "-o", default="search", show_default=True, help="Folder for search.json, search.md, the plot, best.toml, best/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def search(model, pretrained, data, calib_data, max_drop, target, budget_minutes, workers, ray_address, resume, knobs, formats,
+           heal_steps, estimate_size, eval_size, width, finalists, top_routes, device, threads, rounds, out, as_json):
+    """The fastest artifact for --target within --max-drop top-1 points, found by measuring exported files.
+
+    \b
+    Successive halving: each compression knob level alone, then combinations, estimated on held-out calibration
+    images; the best few exported (fidelity-gated) on the fastest routes, scored on the test split and timed
+    together.  Runs on Ray (local, or --ray-address).  Writes search.json, search.md, search_pareto.png,
+    best.toml (edgeclip export --recipe best.toml rebuilds the winner) and best/<artifact>.
+    """
+    from edgeclip.pipeline import search as run_search
+
+    split = lambda v: tuple(x.strip() for x in v.split(",") if x.strip()) if v else None   # noqa: E731
+    settings = {"pretrained": pretrained, "data": data, "calib_data": calib_data, "max_drop": max_drop, "target": target,
+                "budget_minutes": budget_minutes, "workers": workers, "ray_address": ray_address, "resume": resume,
+                "formats": split(formats), "heal_steps": heal_steps, "estimate_size": estimate_size, "eval_size": eval_size,
+                "width": width, "finalists": finalists, "top_routes": top_routes, "device": device, "threads": threads,
+                "rounds": rounds, "out": out}
+    if knobs:
+        settings["knobs"] = split(knobs)
+    report = run_search(model, progress=not as_json, **settings)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    rows = [{"rank": i, "artifact": c["artifact"], "route": c["route"], "comp": c["compression"], "ms": c["latency_ms_median"],
+             "x": c.get("speedup_vs_best_plain"), "top1": c["top1"], "drop": c["drop"], "mb": c["file_mb"],
+             "ok": "yes" if c["within_budget"] else "no"} for i, c in enumerate(report["candidates"], 1)]
+    click.echo(_table(rows, [("rank", "#", "{}"), ("route", "route", "{}"), ("comp", "compression", "{}"),
+                             ("ms", "b1 ms", "{:.3f}"), ("x", "vs best plain", "{:.2f}x"), ("top1", "top-1 %", "{:.2f}"),
+                             ("drop", "drop pt", "{:+.2f}"), ("mb", "size MB", "{:.2f}"), ("ok", "in budget", "{}")]))
+    b, env = report["best"], report["environment"]
+    click.echo(f"\nBest: {b['artifact']} -- {b['latency_ms_median']:.3f} ms, {report['speedup_best_vs_best_plain']:.2f}x the best "
+               f"plain int8 file, top-1 {b['top1']:.2f} % vs fp32 {report['reference']['top1']:.2f} % "
+               f"({report['reference']['split']}); timed on {env.get('cpu')}.  {report['seconds'] / 60:.1f} min, "
+               f"tasks on {len(env['task_nodes'])} node(s).")
+    click.echo(f"Wrote {', '.join(report['files'])}")
+
+
+@main.command()
+@verbose_option
+@click.option("--model", "-m", default="edgeclip-fmnist", show_default=True, help="Model spec, as for export.")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file.")
 @click.option("--data", default="fashion-mnist", show_default=True, help="Labelled set (class names; its train split calibrates).")
 @click.option("--calib-data", default=None, help="Calibration images [the --data train split].")

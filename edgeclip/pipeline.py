@@ -26,7 +26,7 @@ from edgeclip.preparation import (Prepared, attach_calibration, build_calibratio
                                   check_labels, compression_images, gate_compression, export_subject, prepare,
                                   preprocessed_images, progress_bar, read_labels, rebuild_baseline, run_all)
 
-__all__ = ["export", "evaluate", "verify", "bench", "sweep", "prepare", "Prepared", "read_labels", "check_labels"]
+__all__ = ["export", "evaluate", "verify", "bench", "sweep", "search", "prepare", "Prepared", "read_labels", "check_labels"]
 
 
 def export(model: str | torch.nn.Module | None = None, example_input: torch.Tensor | None = None,
@@ -107,6 +107,16 @@ def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data
                            bar.update if bar else None, calibration)
     report["files"] = [str(p) for p in write_report(report, out)]
     return report
+
+
+# ------------------------------------------------------------------------------------------ search
+
+def search(model: str = "edgeclip-fmnist", *, progress: bool = False, **settings: Any) -> dict:
+    """The fastest recipe within ``max_drop`` top-1 points (edgeclip/search): every setting of
+    ``SearchConfig`` as a keyword; writes search.json, search.md, search_pareto.png, best.toml and best/ into ``out``."""
+    from edgeclip.search import SearchConfig, run_search
+
+    return run_search(SearchConfig(model=model, **settings), progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ evaluate
