@@ -77,7 +77,8 @@ class RayExecutor:
                 ray.init(address=self.address, log_to_driver=False, runtime_env=env)
             else:
                 cpus = self.workers or os.cpu_count() or 1
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env=env)
+                # address="local": a new runtime of our own, never a cluster `ray start` left running here
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env=env)
         except ConnectionError as e:
             raise EdgeclipError(f"cannot join the Ray cluster at {self.address}: {str(e).splitlines()[0][:160]} (a cluster "
                                 "started with token authentication needs RAY_AUTH_MODE=token here too)") from None

@@ -106,78 +106,183 @@ class _Eager:
             return self.module(torch.from_numpy(batch)).numpy()
 
 
-def run_sweep(loaded, data, series: tuple[str, ...], eval_images: torch.Tensor, labels: np.ndarray,
-              classes, prompt_names, templates, timing, progress: Callable[[int], None] | None = None,
-              calibration=None) -> dict:
-    """Evaluate every point of every series; returns the report dict (schema ``edgeclip.sweep/1``)."""
-    from edgeclip.benchmarks.timing import SessionRunner, speedups, time_interleaved
+@dataclass(frozen=True)
+class SweepJob:
+    """What a worker needs to rebuild a sweep's context on its own (in this process, or on a Ray node)."""
+
+    model: str
+    pretrained: str | None
+    data: str
+    calib_data: str | None = None
+    calib_size: int = 256
+    eval_size: int | None = 2000
+    templates: tuple[str, ...] | None = None
+    aware: bool = False                 # an activation-aware series: build calibration activations
+
+
+@dataclass
+class SweepContext:
+    loaded: object
+    data: object                        # the evaluation images (LabeledImages)
+    images: torch.Tensor
+    labels: torch.Tensor
+    zero_shot: tuple                    # (classes, prompt names, templates)
+    calibration: object
+    base_clf: object
+    base_feats: torch.Tensor
+    base_pred: torch.Tensor
+
+    def classifier(self, model):
+        return replace(self.loaded, model=model).classifier(*self.zero_shot)
+
+    @torch.no_grad()
+    def feats(self, clf) -> torch.Tensor:
+        out = torch.cat([clf.backbone(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
+        return F.normalize(out, dim=-1) if clf.normalize_features else out
+
+
+_CONTEXT: dict[SweepJob, SweepContext] = {}
+
+
+def sweep_context(job: SweepJob, progress: bool = False) -> SweepContext:
+    """The loaded model, its evaluation images and its uncompressed predictions.  Kept per process for the last job:
+    every point of a sweep needs them, and a Ray worker runs many points."""
+    if job not in _CONTEXT:
+        _CONTEXT.clear()
+        _CONTEXT[job] = _build_context(job, progress)
+    return _CONTEXT[job]
+
+
+def _build_context(job: SweepJob, progress: bool) -> SweepContext:
+    from edgeclip.models.datasets import load_calibration, load_dataset
+    from edgeclip.models.factory import load_model
+    from edgeclip.preparation import build_calibration, progress_bar
+
+    ds = load_dataset(job.data, "test")
+    calib = load_calibration(job.calib_data or job.data, job.calib_size, eval_spec=job.data) if job.aware else None
+    loaded = load_model(job.model, job.pretrained)
+    if loaded.random_weights:
+        raise EdgeclipError("a sensitivity sweep of random weights measures nothing; pass trained weights (--pretrained)")
+    sub = ds.take(job.eval_size)
+    with progress_bar(progress, len(sub), f"preprocess {ds.name}") as bar:
+        images = sub.tensors(loaded.preprocess, bar.update if bar else None)
+    zero_shot = (ds.classes, ds.prompt_names, list(job.templates) if job.templates else None)
+    calibration = build_calibration(calib, loaded.preprocess, loaded, zero_shot, progress, job.calib_size) if calib is not None else None
+    ctx = SweepContext(loaded, sub, images, torch.as_tensor(np.asarray(sub.labels)), zero_shot, calibration,
+                       None, None, None)
+    ctx.base_clf = loaded.classifier(*zero_shot)
+    ctx.base_feats = ctx.feats(ctx.base_clf)
+    with torch.no_grad():
+        ctx.base_pred = ctx.base_clf.head(ctx.base_feats).argmax(-1)
+    return ctx
+
+
+def sweep_point(job: SweepJob, p: Point) -> dict:
+    """One point: compress, score on the evaluation images against the uncompressed model (a task: runs anywhere)."""
     from edgeclip.exporter.compress import compress
     from edgeclip.exporter.compress.structure import tower_flops, tower_params
 
-    planned, skipped = plan(loaded.model, series)
-    base_clf = loaded.classifier(classes, prompt_names, templates)
-    image = eval_images[:1]
-    caption = loaded.tokenizer(["a photo of a thing."]) if loaded.tokenizer is not None else None
-    labels_t = torch.as_tensor(labels)
+    ctx = sweep_context(job)
+    t0 = time.perf_counter()
+    try:
+        model, _ = compress(ctx.loaded.model, p.recipe, ctx.calibration)
+    except EdgeclipError as e:
+        return {"series": p.series, "x": p.x, "error": str(e)}
+    clf = ctx.classifier(model)
+    f = ctx.base_feats if p.tower == "text" else ctx.feats(clf)
+    with torch.no_grad():
+        pred = clf.head(f).argmax(-1)
+    image, caption = _flop_inputs(ctx)
+    return {"series": p.series, "x": p.x, "tower": p.tower,
+            "recipe": {k: v for k, v in p.recipe.to_dict().items() if v != getattr(CompressRecipe(), k)},
+            "top1": round(float((pred == ctx.labels).float().mean()) * 100, 2),
+            "agreement": round(float((pred == ctx.base_pred).float().mean()) * 100, 2),
+            "params": tower_params(model), "flops": tower_flops(model, image, caption),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
-    @torch.no_grad()
-    def feats(clf) -> torch.Tensor:
-        out = torch.cat([clf.backbone(eval_images[i:i + 256]) for i in range(0, len(eval_images), 256)])
-        return F.normalize(out, dim=-1) if clf.normalize_features else out
 
-    def top1(f, clf) -> float:
-        with torch.no_grad():
-            return float((clf.head(f).argmax(-1) == labels_t).float().mean()) * 100
+def _flop_inputs(ctx: SweepContext):
+    caption = ctx.loaded.tokenizer(["a photo of a thing."]) if ctx.loaded.tokenizer is not None else None
+    return ctx.images[:1], caption
 
-    base_feats = feats(base_clf)
-    base_pred = base_clf.head(base_feats).argmax(-1)
-    base = {"top1": round(top1(base_feats, base_clf), 2), "params": tower_params(loaded.model),
-            "flops": tower_flops(loaded.model, image, caption)}
+
+def series_latency(job: SweepJob, points: list[Point], timing) -> dict[str, dict]:
+    """Eager batch-1 latency of a series' vision points and of the uncompressed model, timed interleaved in the same
+    rounds in one process (a timing task: it holds its node)."""
+    from edgeclip.benchmarks.timing import SessionRunner, time_interleaved
+    from edgeclip.exporter.compress import compress
+
+    ctx = sweep_context(job)
+    one = ctx.images[:1].numpy()
+    sessions = {"baseline": SessionRunner(_Eager(ctx.base_clf), one)}
+    for p in points:
+        try:
+            model, _ = compress(ctx.loaded.model, p.recipe, ctx.calibration)
+        except EdgeclipError:
+            continue
+        sessions[str(p.x)] = SessionRunner(_Eager(ctx.classifier(model)), one)
+    if len(sessions) == 1:
+        return {}
+    return {k: t.summary() for k, t in time_interleaved(sessions, timing).items()}
+
+
+class _Inline:
+    """The executor without Ray: each task runs here, when submitted."""
+
+    def submit(self, fn, *args, timing: bool = False):
+        return fn(*args)
+
+    def wait_any(self, pending):
+        return pending[:1], pending[1:]
+
+    def result(self, ref):
+        return ref
+
+
+def run_sweep(job: SweepJob, series: tuple[str, ...], timing, progress: Callable[[int], None] | None = None,
+              executor=None) -> dict:
+    """Evaluate every point of every series; returns the report dict (schema ``edgeclip.sweep/1``).  ``executor``:
+    a ``benchmarks.executor.RayExecutor`` (points spread over its workers, each series timed on its timing node);
+    none runs everything here, in order."""
+    from edgeclip.benchmarks.timing import speedups
+    from edgeclip.exporter.compress.structure import tower_flops, tower_params
+
+    ex = executor or _Inline()
+    ctx = sweep_context(job, progress is not None)
+    planned, skipped = plan(ctx.loaded.model, series)
+    image, caption = _flop_inputs(ctx)
+    base = {"top1": round(float((ctx.base_pred == ctx.labels).float().mean()) * 100, 2),
+            "params": tower_params(ctx.loaded.model), "flops": tower_flops(ctx.loaded.model, image, caption)}
+    refs = [(ex.submit(sweep_point, job, p), p) for pts in planned.values() for p in pts]
+    times = {name: ex.submit(series_latency, job, [p for p in pts if p.tower == "vision"], timing, timing=True)
+             for name, pts in planned.items() if any(p.tower == "vision" for p in pts)}
     points: list[dict] = []
-    one = eval_images[:1].numpy()
-    for name, pts in planned.items():
-        sessions = {"baseline": SessionRunner(_Eager(base_clf), one)}
-        rows = []
-        for p in pts:
-            t0 = time.perf_counter()
-            try:
-                model, report = compress(loaded.model, p.recipe, calibration)
-            except EdgeclipError as e:
-                rows.append({"series": name, "x": p.x, "error": str(e)})
-                continue
-            clf = replace(loaded, model=model).classifier(classes, prompt_names, templates)
-            f = base_feats if p.tower == "text" else feats(clf)
-            with torch.no_grad():
-                pred = clf.head(f).argmax(-1)
-            row = {"series": name, "x": p.x, "tower": p.tower, "recipe": {k: v for k, v in p.recipe.to_dict().items()
-                                                                          if v != getattr(CompressRecipe(), k)},
-                   "top1": round(float((pred == labels_t).float().mean()) * 100, 2),
-                   "agreement": round(float((pred == base_pred).float().mean()) * 100, 2),
-                   "params": tower_params(model), "flops": tower_flops(model, image, caption),
-                   "seconds": round(time.perf_counter() - t0, 2)}
+    for ref, p in refs:
+        row = ex.result(ref)
+        if "params" in row:
             row["params_removed_pct"] = {k: round(100 * (1 - row["params"][k] / base["params"][k]), 2)
                                          for k in ("vision", "text") if base["params"][k]}
-            rows.append(row)
-            if p.tower == "vision":
-                sessions[f"{name}:{p.x}"] = SessionRunner(_Eager(clf), one)
-            if progress:
-                progress(1)
-        if len(sessions) > 1:
-            timed = {k: t.summary() for k, t in time_interleaved(sessions, timing).items()}
-            b = timed["baseline"]["latency_ms_median"]
-            for row in rows:
-                key = f"{name}:{row['x']}"
-                if key in timed:
-                    row["latency_ms_median"] = round(timed[key]["latency_ms_median"], 3)
-                    row["speedup_vs_uncompressed"] = round(speedups(timed[key], timed["baseline"])["speedup"], 3)
-                    row["baseline_latency_ms_median"] = round(b, 3)
-        points += rows
+        points.append(row)
+        if progress:
+            progress(1)
+    for name, ref in times.items():
+        timed = ex.result(ref)
+        if "baseline" not in timed:
+            continue
+        b = timed["baseline"]["latency_ms_median"]
+        for row in points:
+            if row["series"] == name and str(row["x"]) in timed and "top1" in row:
+                t = timed[str(row["x"])]
+                row["latency_ms_median"] = round(t["latency_ms_median"], 3)
+                row["speedup_vs_uncompressed"] = round(speedups(t, timed["baseline"])["speedup"], 3)
+                row["baseline_latency_ms_median"] = round(b, 3)
     from .report import cpu_flags, cpu_name
 
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
            "timing": {"warmup": timing.warmup, "rounds": timing.rounds, "reps_per_round": timing.reps_per_round},
-           "latency": "eager fp32 classifier, batch 1, median; ratios within one series are interleaved in the same rounds"}
-    return {"schema": SCHEMA, "model": loaded.source, "data": f"{data.name} {data.split}[:{len(labels)}]",
+           "latency": "eager fp32 classifier, batch 1, median; ratios within one series are interleaved in the same rounds",
+           "executor": "ray" if executor is not None else "in-process"}
+    return {"schema": SCHEMA, "model": ctx.loaded.source, "data": f"{ctx.data.name} {ctx.data.split}[:{len(ctx.labels)}]",
             "ratio_means": "fraction of each factorised layer's parameters kept", "fixed_ratio": FIXED_RATIO,
             "baseline": base, "points": points, "environment": env,
             "skipped_series": [{"series": s, "why": "the model has no text tower"} for s in skipped],

@@ -217,12 +217,15 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
 @click.option("--min-cosine", type=float, default=None, help="Override the mean cosine bar (0-1) an artifact must reach.")
 @click.option("--out", "-o", default=None, help="Output directory [out].")
 @click.option("--name", default=None, help="Artifact folder name [derived from model, format and quantization].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads for the export [all cores]; the same count (and CPU) rebuilds the same bytes.")
 @click.option("--recipe", "recipe_file", type=click.Path(), default=None, help="TOML/JSON/YAML recipe; flags override its keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
 @compress_options
 def export(model, pretrained, task, quant, scheme, backend, target, formats, data, labels, calib_data, calib_size,
            calib_method, bias_correction, keep_float, sensitive_float, max_drop, accept_drop, float_layers, group_size, smoothquant,
-           optimize, fused_attention, verify_size, min_agreement, min_cosine, out, name, recipe_file, as_json, **compress_flags):
+           optimize, fused_attention, verify_size, min_agreement, min_cosine, out, name, threads, recipe_file, as_json,
+           **compress_flags):
     """Export a model to verified deployable artifacts (written atomically with manifest.json).
 
     \b
@@ -241,7 +244,7 @@ def export(model, pretrained, task, quant, scheme, backend, target, formats, dat
              "bias_correction": bias_correction,
              "keep_float": list(keep_float) or None, "sensitive_float": sensitive_float, "optimize": optimize,
              "fused_attention": fused_attention, "smoothquant": smoothquant, "max_drop": max_drop, "accept_drop": accept_drop, "float_layers": list(float_layers) or None,
-             "group_size": group_size}
+             "group_size": group_size, "threads": threads}
     recipe = ExportRecipe.from_dict({**recipe.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
     auto = tuple(recipe.formats or ()) == ("auto",)
     if auto:   # each candidate route is checked instead
@@ -468,8 +471,10 @@ def verify(artifacts, data, verify_size, threads, min_agreement, min_cosine, as_
 @click.option("--eval-size", type=int, default=2000, show_default=True, help="Test images per point (0: the whole split).")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Interleaved timing rounds per series.")
 @click.option("--out", "-o", default="sweep", show_default=True, help="Folder for sweep.json and the PNG plots.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Run the points as tasks of a local Ray runtime with this many workers.")
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="Run the points on an existing Ray cluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, rounds, out, as_json):
+def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, rounds, out, workers, ray_address, as_json):
     """Compression sensitivity study: accuracy (and latency) as SVD rank, layer count and removed blocks vary.
 
     Writes sweep.json, sweep_accuracy_vs_params.png and sweep_accuracy_vs_latency.png into --out.
@@ -482,7 +487,7 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
     report = run_sweep(model, pretrained=pretrained, data=data, calib_data=calib_data, calib_size=calib_size,
                        series=[s.strip() for v in series for s in v.split(",") if s.strip()] or None,
                        eval_size=eval_size or None, out=out, timing=TimingConfig(warmup=5, rounds=rounds, reps_per_round=5),
-                       progress=not as_json)
+                       progress=not as_json, workers=workers, ray_address=ray_address)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -525,13 +530,15 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
 @click.option("--width", type=int, default=8, show_default=True, help="Knob combinations measured.")
 @click.option("--finalists", type=int, default=4, show_default=True, help="Combinations exported on each of the fastest routes.")
 @click.option("--top-routes", type=int, default=2, show_default=True, help="Routes the finalists are exported on.")
+@click.option("--level-timing/--no-level-timing", default=True, show_default=True,
+              help="Export and time every knob level on the fastest routes; off: rank combinations by FLOPs (quicker).")
 @click.option("--device", default=None, metavar="ssh://USER@HOST[:PORT]", help="--target arm64: the ARM board that times.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Timing threads [all cores of the timing node].")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Interleaved timing rounds.")
 @click.option("--out", "-o", default="search", show_default=True, help="Folder for search.json, search.md, the plot, best.toml, best/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def search(model, pretrained, data, calib_data, max_drop, target, budget_minutes, workers, ray_address, resume, knobs, formats,
-           heal_steps, estimate_size, eval_size, width, finalists, top_routes, device, threads, rounds, out, as_json):
+           heal_steps, estimate_size, eval_size, width, finalists, top_routes, level_timing, device, threads, rounds, out, as_json):
     """The fastest artifact for --target within --max-drop top-1 points, found by measuring exported files.
 
     \b
@@ -546,7 +553,8 @@ def search(model, pretrained, data, calib_data, max_drop, target, budget_minutes
     settings = {"pretrained": pretrained, "data": data, "calib_data": calib_data, "max_drop": max_drop, "target": target,
                 "budget_minutes": budget_minutes, "workers": workers, "ray_address": ray_address, "resume": resume,
                 "formats": split(formats), "heal_steps": heal_steps, "estimate_size": estimate_size, "eval_size": eval_size,
-                "width": width, "finalists": finalists, "top_routes": top_routes, "device": device, "threads": threads,
+                "width": width, "finalists": finalists, "top_routes": top_routes, "level_timing": level_timing,
+                "device": device, "threads": threads,
                 "rounds": rounds, "out": out}
     if knobs:
         settings["knobs"] = split(knobs)

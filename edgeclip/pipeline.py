@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError
@@ -20,9 +19,9 @@ from edgeclip.exporter.export import write_artifact
 from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.manifest import Artifact, collect_artifacts, open_artifact
 from edgeclip.models.datasets import load_dataset
-from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE, load_model
+from edgeclip.models.factory import RANDOM_WEIGHTS_NOTE
 from edgeclip.models.preprocess import Preprocess
-from edgeclip.preparation import (Prepared, attach_calibration, build_calibration, calibration_images, check_label_match,
+from edgeclip.preparation import (Prepared, attach_calibration, calibration_images, torch_threads, check_label_match,
                                   check_labels, compression_images, gate_compression, export_subject, prepare,
                                   preprocessed_images, progress_bar, read_labels, rebuild_baseline, run_all)
 
@@ -46,6 +45,11 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
         return [export_fastest(one, recipe, progress=progress)]
     recipe = recipe.validated()
     check_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
+    with torch_threads(recipe.threads):
+        return _export(model, example_input, recipe, preprocess, labels, progress, model_kwargs)
+
+
+def _export(model, example_input, recipe: ExportRecipe, preprocess, labels, progress: bool, model_kwargs) -> list[Artifact]:
     data = load_dataset(recipe.data, "test") if recipe.data else None
     calib, holdout = calibration_images(recipe.task, recipe)
     prep = prepare(model if isinstance(model, torch.nn.Module) else recipe.model, task=recipe.task, pretrained=recipe.pretrained,
@@ -74,11 +78,13 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
 def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data: str = "fashion-mnist",
           calib_data: str | None = None, calib_size: int = 256, series: Sequence[str] | None = None,
           eval_size: int | None = 2000, out: str | Path = "sweep", timing=None, templates: Sequence[str] | None = None,
-          progress: bool = False) -> dict:
-    """The compression sensitivity study (benchmarks/sweep.py): writes sweep.json and two PNGs into ``out``."""
-    from edgeclip.benchmarks.sweep import SERIES, plan, run_sweep, write_report
+          progress: bool = False, workers: int | None = None, ray_address: str | None = None) -> dict:
+    """The compression sensitivity study (benchmarks/sweep.py): writes sweep.json and two PNGs into ``out``.
+    ``workers`` / ``ray_address``: run the points as Ray tasks (benchmarks/executor.py), as ``search`` does."""
+    from contextlib import nullcontext
+
+    from edgeclip.benchmarks.sweep import SERIES, SweepJob, plan, run_sweep, sweep_context, write_report
     from edgeclip.benchmarks.timing import TimingConfig
-    from edgeclip.models.datasets import load_calibration
 
     series = tuple(series or SERIES)
     for s in series:
@@ -87,24 +93,17 @@ def sweep(model: str = "edgeclip-fmnist", *, pretrained: str | None = None, data
     if eval_size is not None and eval_size < 1:
         raise EdgeclipError(f"--eval-size must be positive (got {eval_size}); omit it to use the whole test split")
     out = check_out_dir(Path(out))   # created when the report is written: a failed sweep leaves nothing
-    ds = load_dataset(data, "test")
-    calib = load_calibration(calib_data or data, calib_size, eval_spec=data) if any("aware" in s for s in series) else None
-    loaded = load_model(model, pretrained)
-    if loaded.random_weights:
-        raise EdgeclipError("a sensitivity sweep of random weights measures nothing; pass trained weights (--pretrained)")
-    sub = ds.take(eval_size)
-    with progress_bar(progress, len(sub), f"preprocess {ds.name}") as bar:
-        images = sub.tensors(loaded.preprocess, bar.update if bar else None)
-    classes, prompt_names = ds.classes, ds.prompt_names
-    temps = list(templates) if templates else None
-    calibration = None
-    if calib is not None:
-        calibration = build_calibration(calib, loaded.preprocess, loaded, (classes, prompt_names, temps), progress, calib_size)
-    total = sum(len(pts) for pts in plan(loaded.model, series)[0].values())
-    with progress_bar(progress, total, "sweep") as bar:
-        report = run_sweep(loaded, sub, series, images, np.asarray(sub.labels), classes, prompt_names, temps,
-                           timing or TimingConfig(warmup=5, rounds=10, reps_per_round=5),
-                           bar.update if bar else None, calibration)
+    job = SweepJob(model, pretrained, data, calib_data, calib_size, eval_size, tuple(templates) if templates else None,
+                   aware=any("aware" in s for s in series))
+    ctx = sweep_context(job, progress)
+    total = sum(len(pts) for pts in plan(ctx.loaded.model, series)[0].values())
+    distributed = workers is not None or ray_address is not None
+    if distributed:
+        from edgeclip.benchmarks.executor import RayExecutor
+    with (RayExecutor(ray_address, workers) if distributed else nullcontext()) as ex, \
+            progress_bar(progress, total, "sweep") as bar:
+        report = run_sweep(job, series, timing or TimingConfig(warmup=5, rounds=10, reps_per_round=5),
+                           bar.update if bar else None, ex)
     report["files"] = [str(p) for p in write_report(report, out)]
     return report
 

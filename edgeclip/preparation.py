@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +30,18 @@ from edgeclip.models.families import patch_for_export
 from edgeclip.models.preprocess import Preprocess
 from edgeclip.runtimes.base import run_batched
 from edgeclip.runtimes.torch_eager import TorchEagerSession
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's thread count set to ``n`` inside (unchanged when None), restored after."""
+    ambient = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(ambient)
 
 
 def progress_bar(progress: bool, total: int, desc: str):

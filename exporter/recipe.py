@@ -81,6 +81,9 @@ class ExportRecipe:
     compress: CompressRecipe | None = None   # passes run before quantization (exporter/compress)
     accept_drop: float | None = None      # compression: top-1 points of cost vs the uncompressed model accepted
                                           # (default: max_drop, else 1.0; exporter/compress/gate.py)
+    threads: int | None = None            # torch threads for the whole export (None: all cores).  Data-aware passes,
+                                          # healing and calibration reduce in thread-count-dependent order, so the same
+                                          # recipe gives the same bytes only at the same count (and CPU kernels)
 
     def validated(self) -> "ExportRecipe":
         """A copy with defaults resolved; raises EdgeclipError naming a valid alternative."""
@@ -186,6 +189,8 @@ class ExportRecipe:
         if r.name is not None and slug(r.name) != r.name:
             raise EdgeclipError(f"--name {r.name!r} is not a safe folder name; use letters, digits and . _ + - "
                                 f"(e.g. {slug(r.name)!r})")
+        if r.threads is not None and r.threads < 1:
+            raise EdgeclipError(f"--threads must be at least 1 (got {r.threads}); omit it for all cores")
         if not (1 <= r.verify_size <= 100_000):
             raise EdgeclipError(f"--verify-size must be between 1 and 100000 (got {r.verify_size})")
         if not (1 <= r.calib_size <= 100_000):

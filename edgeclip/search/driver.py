@@ -64,6 +64,8 @@ class SearchConfig:
     width: int = 8                         # combinations measured
     finalists: int = 4                     # combinations exported per route
     top_routes: int = 2                    # routes the finalists are exported on (fastest plain int8 first)
+    level_timing: bool = True              # time each level's file; off: rank combinations by FLOPs (quicker, and
+                                           # what the search measures then no longer depends on timing noise)
     device: str | None = None
     threads: int | None = None             # timing threads [all cores of the timing node]
     rounds: int = 10
@@ -127,7 +129,10 @@ def _check_target(cfg: SearchConfig) -> None:
 def recipe_for(cfg: SearchConfig, route: Route, compress: dict | None) -> dict:
     """The export recipe of one candidate: what ``best.toml`` holds for the winner."""
     d = {"model": cfg.model, "pretrained": cfg.pretrained, "data": cfg.data, "calib_data": cfg.calib_data,
-         "calib_size": cfg.calib_size, "target": EXPORT_TARGET[cfg.target], **route.fields()}
+         "calib_size": cfg.calib_size, "target": EXPORT_TARGET[cfg.target], **route.fields(),
+         # as its one-CPU task built it: data-aware passes, healing and calibration reduce in an order that depends
+         # on the thread count, so `export --recipe best.toml` rebuilds the same bytes only at the same count
+         "threads": 1}
     if compress:
         d["compress"] = {**compress, "heal_images": cfg.heal_images}
         # the export's compression-cost gate measures on its 256 verification images, where one standard error of
@@ -310,6 +315,8 @@ class Searching:
 
     # rung 3: each affordable level as a file on the fastest routes, timed beside the plain file: its real speed-up
     def level_files(self) -> None:
+        if not self.cfg.level_timing:
+            return
         affordable = [lv for lv, e in self.singles.items() if e.drop <= self.heal_budget and e.flops < 0.995]
         self.level_keys = {(lv, r): self._export_key(r, lv.recipe_fields()) for lv in affordable for r in self.top}
         self.run.rung("level files", [self._export_task(r, lv.recipe_fields(), f"export {lv.label} on {r.label}")
