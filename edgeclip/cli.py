@@ -524,7 +524,7 @@ def sweep(model, pretrained, data, calib_data, calib_size, series, eval_size, ro
 @click.option("--resume", is_flag=True, help="Continue the search in --out, redoing nothing that finished.")
 @click.option("--knobs", default=None, help="Compression knobs to search, comma-separated [" + ",".join(("token_merge", "token_keep", "mlp_keep", "heads_keep", "prune_blocks", "svd")) + "].")
 @click.option("--format", "formats", default=None, help="Only these formats' routes, comma-separated [the target's].")
-@click.option("--heal-steps", type=int, default=300, show_default=True, help="Healing steps for combinations that miss the budget narrowly (0: off).")
+@click.option("--heal-steps", type=int, default=300, show_default=True, help="Healing steps of the healed twins of the fastest combinations (0: off).")
 @click.option("--estimate-size", type=int, default=500, show_default=True, help="Held-out calibration images of the cheap estimate.")
 @click.option("--eval-size", type=int, default=None, help="Test images that decide [the whole split].")
 @click.option("--width", type=int, default=8, show_default=True, help="Knob combinations measured.")

@@ -49,6 +49,9 @@ def test_combinations_add_costs_multiply_flops_and_respect_the_budget():
     assert [c.predicted_ratio for c in combos] == sorted(c.predicted_ratio for c in combos)
     assert all(c.predicted_drop <= 0.5 for c in combos)
     assert len(combinations(singles, budget=0.5, width=2)) == 2
+    # levels each within the budget whose costs add up past it are not combined
+    tight = {c.label for c in combinations(singles, budget=0.4, width=10)}
+    assert "mlp_keep=0.75 + token_merge=8" not in tight and "mlp_keep=0.75 + token_merge=4" in tight
     # a level that saves no FLOPs is not worth combining
     assert combinations({_lv("mlp_keep", 0.9): Estimate(0.0, 1.0, 100)}, 0.5, 5) == []
     # measured latency ratios on a route rank instead of FLOPs: a level that saves FLOPs but no time is dropped

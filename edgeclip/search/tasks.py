@@ -216,6 +216,7 @@ def latency(job: Job, tars: dict[str, bytes]) -> dict:
     of ``--target``, with the fp32 eager baseline row), so their ratios are same-run ratios."""
     from edgeclip.benchmarks.timing import TimingConfig
     from edgeclip.pipeline import bench
+    from edgeclip.runtimes.cpu_features import usable_cores
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeclip-search-") as tmp:
@@ -223,7 +224,9 @@ def latency(job: Job, tars: dict[str, bytes]) -> dict:
         arts.mkdir()
         for data in tars.values():
             unpack(data, arts)
-        report = bench(arts, data=job.data, target=job.target, threads=job.threads, limit=16,
+        # one thread count, so one row per file: --threads, else every core of this node (arm64: the board's default)
+        threads = job.threads or (None if job.target == "arm64" else usable_cores())
+        report = bench(arts, data=job.data, target=job.target, threads=threads, limit=16,
                        timing=TimingConfig(rounds=job.rounds, reps_per_round=job.reps, throughput_batch=8),
                        report_dir=Path(tmp, "report"), device=job.device)
     if report.get("skipped"):
