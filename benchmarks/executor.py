@@ -118,6 +118,12 @@ class RayExecutor:
     def wait_any(self, pending: list) -> tuple[list, list]:
         return self._ray.wait(pending, num_returns=1)
 
+    def lost(self, e: BaseException) -> bool:
+        """Whether ``e`` says the task's worker or node died (past Ray's retries), not that the task raised."""
+        x = self._ray.exceptions
+        return isinstance(e, (x.WorkerCrashedError, x.NodeDiedError, x.ObjectLostError, x.OwnerDiedError,
+                              x.LocalRayletDiedError, x.OutOfMemoryError))
+
     def result(self, ref) -> Any:
         """The task's return value; a task that raised re-raises its own exception (an EdgeclipError stays one)."""
         try:

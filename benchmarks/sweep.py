@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -131,6 +131,8 @@ class SweepContext:
     base_clf: object
     base_feats: torch.Tensor
     base_pred: torch.Tensor
+    built: dict = field(default_factory=dict)   # "series:x" -> the compressed classifier a point built here, so timing
+                                                # it in the same process does not compress it again
 
     def classifier(self, model):
         return replace(self.loaded, model=model).classifier(*self.zero_shot)
@@ -189,6 +191,8 @@ def sweep_point(job: SweepJob, p: Point) -> dict:
     except EdgeclipError as e:
         return {"series": p.series, "x": p.x, "error": str(e)}
     clf = ctx.classifier(model)
+    if p.tower == "vision":
+        ctx.built[f"{p.series}:{p.x}"] = clf
     f = ctx.base_feats if p.tower == "text" else ctx.feats(clf)
     with torch.no_grad():
         pred = clf.head(f).argmax(-1)
@@ -216,11 +220,13 @@ def series_latency(job: SweepJob, points: list[Point], timing) -> dict[str, dict
     one = ctx.images[:1].numpy()
     sessions = {"baseline": SessionRunner(_Eager(ctx.base_clf), one)}
     for p in points:
-        try:
-            model, _ = compress(ctx.loaded.model, p.recipe, ctx.calibration)
-        except EdgeclipError:
-            continue
-        sessions[str(p.x)] = SessionRunner(_Eager(ctx.classifier(model)), one)
+        clf = ctx.built.pop(f"{p.series}:{p.x}", None)
+        if clf is None:            # scored in another process (a Ray worker): build it here
+            try:
+                clf = ctx.classifier(compress(ctx.loaded.model, p.recipe, ctx.calibration)[0])
+            except EdgeclipError:
+                continue
+        sessions[str(p.x)] = SessionRunner(_Eager(clf), one)
     if len(sessions) == 1:
         return {}
     return {k: t.summary() for k, t in time_interleaved(sessions, timing).items()}

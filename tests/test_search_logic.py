@@ -197,6 +197,9 @@ class _InlineExecutor:
     def wait_any(self, pending):
         return pending[:1], pending[1:]
 
+    def lost(self, e):
+        return isinstance(e, RuntimeError) and "worker died" in str(e)
+
     def result(self, ref):
         if ref.kind == "err":
             raise ref.value
@@ -226,7 +229,33 @@ def test_rung_runs_only_unfinished_tasks_keeps_going_past_a_dead_worker_and_hono
     late = Run(SearchConfig(), ex, ck, deadline=_time.monotonic() - 1, progress=False)
     assert late.rung("r2", [Task("d", good, (4,)), Task("b", good, (2,))]) == {"b": got["b"]}
     assert late.skipped_rungs == ["r2"] and ex.submitted == ["good", "dies"]     # out of time: nothing new started
+    with pytest.raises(TypeError, match="a bug"):              # a task that raised is not a lost worker
+        def buggy(x):
+            raise TypeError("a bug")
+        run.rung("r3", [Task("f", buggy, (6,))])
     with pytest.raises(EdgeclipError, match="random weights"):
         def refuses(x):
             raise EdgeclipError("a search of random weights measures nothing")
         run.rung("r3", [Task("e", refuses, (5,))])
+
+
+def test_artifacts_travel_as_a_tar_of_plain_files_only(tmp_path):
+    import io
+    import tarfile
+
+    from edgeclip.search.tasks import pack, unpack
+
+    art = tmp_path / "src" / "my-artifact"
+    art.mkdir(parents=True)
+    (art / "model.onnx").write_bytes(b"\x00model")
+    (art / "manifest.json").write_text("{}")
+    back = unpack(pack(art), tmp_path / "dst")
+    assert back == tmp_path / "dst" / "my-artifact" and (back / "model.onnx").read_bytes() == b"\x00model"
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="not a plain file inside the artifact folder"):
+        unpack(evil.getvalue(), tmp_path / "dst2")
+    assert not (tmp_path / "outside.txt").exists()

@@ -228,10 +228,10 @@ class Run:
                     t = refs[ref]
                     try:
                         res = self.ckpt.record(t.key, self.executor.result(ref))
-                    except EdgeclipError:
-                        raise
-                    except Exception as e:   # its worker died past Ray's retries: that candidate is lost, not the search
-                        if t.fn in (tasks.reference, tasks.reference_eval):
+                    except Exception as e:
+                        # its worker died past Ray's retries: that candidate is lost, not the search.  A task that
+                        # raised (a user mistake, a bug) ends the search with its own error
+                        if not self.executor.lost(e) or t.fn in (tasks.reference, tasks.reference_eval):
                             raise
                         self.log.append({"rung": name, "task": t.label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
                         continue
@@ -242,7 +242,7 @@ class Run:
         return {t.key: self.ckpt.done[t.key] for t in items if t.key in self.ckpt.done}
 
 
-def _estimate_of(res: dict, ref: dict) -> Estimate | None:
+def _estimate_of(res: dict) -> Estimate | None:
     if "error" in res:
         return None
     return Estimate(drop=round(res["base_top1"] - res["top1"], 3), flops=res["flops"], images=res["images"],
@@ -275,7 +275,7 @@ class Searching:
 
     def _estimate(self, fields: dict) -> Estimate | None:
         res = self.done.get(_key("estimate", self.job, fields))
-        return None if res is None else _estimate_of(res, self.ref)
+        return None if res is None else _estimate_of(res)
 
     def _exported(self, key: str) -> bool:
         return "name" in self.done.get(key, {})
