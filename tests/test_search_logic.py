@@ -259,3 +259,17 @@ def test_artifacts_travel_as_a_tar_of_plain_files_only(tmp_path):
     with pytest.raises(ValueError, match="not a plain file inside the artifact folder"):
         unpack(evil.getvalue(), tmp_path / "dst2")
     assert not (tmp_path / "outside.txt").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--max-drop", "-1"], "--max-drop must be 0 or more"),
+                                           (["--budget-minutes", "0"], "--budget-minutes must be positive"),
+                                           (["--knobs", "wings"], "unknown knob 'wings'")])
+def test_cli_refuses_in_one_line_with_exit_2_and_writes_nothing(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from edgeclip.cli import main
+
+    out = tmp_path / "search"
+    r = CliRunner().invoke(main, ["search", *args, "--out", str(out)])
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not out.exists()
