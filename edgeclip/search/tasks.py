@@ -99,23 +99,25 @@ def reference(job: Job) -> dict:
     """The uncompressed fp32 model: its structure (for the knob levels) and its predictions on the estimate images,
     against which every estimate is scored."""
     from edgeclip.benchmarks.accuracy import accuracy_metrics
+    from edgeclip.errors import EdgeclipError
     from edgeclip.exporter.compress.structure import heads_of, image_tokens, towers
     from edgeclip.models.factory import load_model
 
     t0, threads = time.perf_counter(), _threads()
     prep, _ = _prepared(job, None)
     if prep.random_weights:
-        from edgeclip.errors import EdgeclipError
-
         raise EdgeclipError("a search of random weights measures nothing; pass trained weights (--pretrained)")
     held = _estimate_images(job)
+    if len(held) < 50:
+        raise EdgeclipError(f"only {len(held)} calibration images are left for the estimates after the {job.compression_pool} "
+                            "compression and healing use; pass a larger --calib-data, or a smaller --estimate-size")
     logits = _predict(prep.module, held.tensors(prep.preprocess).numpy(), threads)
     model = load_model(job.model, job.pretrained, tokenizer_optional=True).model
     vision = towers(model).get("vision")
     n_vision = len(vision.blocks) if vision is not None else 0
     try:
         patches = image_tokens(model)[0] if n_vision else 0
-    except Exception:      # a family without a token layout (FastViT): the token knobs do not apply
+    except EdgeclipError:      # a family without a token layout (FastViT): the token knobs do not apply
         patches = 0
     heads = heads_of(vision.blocks[0].attn)[0] if n_vision and hasattr(vision.blocks[0], "attn") else 1
     return {"n_vision": n_vision, "patches": patches, "heads": heads,
