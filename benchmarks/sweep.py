@@ -20,6 +20,7 @@ classifier (the text tower runs once, at build time), so text series have no lat
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -137,6 +138,12 @@ class SweepContext:
     def classifier(self, model):
         return replace(self.loaded, model=model).classifier(*self.zero_shot)
 
+    @functools.cached_property
+    def flop_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One image and one tokenized caption: what ``tower_flops`` runs each tower on (the same for every point)."""
+        tok = self.loaded.tokenizer
+        return self.images[:1], (tok(["a photo of a thing."]) if tok is not None else None)
+
     @torch.no_grad()
     def feats(self, clf) -> torch.Tensor:
         out = torch.cat([clf.backbone(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
@@ -196,18 +203,13 @@ def sweep_point(job: SweepJob, p: Point) -> dict:
     f = ctx.base_feats if p.tower == "text" else ctx.feats(clf)
     with torch.no_grad():
         pred = clf.head(f).argmax(-1)
-    image, caption = _flop_inputs(ctx)
+    image, caption = ctx.flop_inputs
     return {"series": p.series, "x": p.x, "tower": p.tower,
             "recipe": {k: v for k, v in p.recipe.to_dict().items() if v != getattr(CompressRecipe(), k)},
             "top1": round(float((pred == ctx.labels).float().mean()) * 100, 2),
             "agreement": round(float((pred == ctx.base_pred).float().mean()) * 100, 2),
             "params": tower_params(model), "flops": tower_flops(model, image, caption),
             "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def _flop_inputs(ctx: SweepContext):
-    caption = ctx.loaded.tokenizer(["a photo of a thing."]) if ctx.loaded.tokenizer is not None else None
-    return ctx.images[:1], caption
 
 
 def series_latency(job: SweepJob, points: list[Point], timing) -> dict[str, dict]:
@@ -256,7 +258,7 @@ def run_sweep(job: SweepJob, series: tuple[str, ...], timing, progress: Callable
     ex = executor or _Inline()
     ctx = sweep_context(job, progress is not None)
     planned, skipped = plan(ctx.loaded.model, series)
-    image, caption = _flop_inputs(ctx)
+    image, caption = ctx.flop_inputs
     base = {"top1": round(float((ctx.base_pred == ctx.labels).float().mean()) * 100, 2),
             "params": tower_params(ctx.loaded.model), "flops": tower_flops(ctx.loaded.model, image, caption)}
     refs = [(ex.submit(sweep_point, job, p), p) for pts in planned.values() for p in pts]

@@ -89,6 +89,9 @@ class Prepared(FactsView):
     # (pass name, builds the task module as it stood after that pass), cumulative; only when two or more passes ran,
     # so the compression-cost gate can name the pass that cost the most (with one pass, it is that one)
     stages: list[tuple[str, Callable[[], torch.nn.Module]]] | None = None
+    # the whole (compressed) model the task module was cut from, both towers: what a caller reads structure from
+    # without loading the checkpoint a second time (None for a user's own module, which is its own model)
+    model: torch.nn.Module | None = None
 
 
 def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretrained: str | None = None,
@@ -148,7 +151,7 @@ def prepare(model: str | torch.nn.Module, *, task: str = "classifier", pretraine
     if original is not None:
         uncompressed = wrap(replace(loaded, model=original))
     return Prepared(module, loaded.facts(task, classes), loaded.tokenizer, templates or loaded.templates, (data.prompt_names if data else None) or loaded.prompt_names,
-                    compression=report, uncompressed=uncompressed, stages=stages)
+                    compression=report, uncompressed=uncompressed, stages=stages, model=loaded.model)
 
 
 def _stage_builders(raw: list[tuple[str, torch.nn.Module]], wrap: Callable[[torch.nn.Module], torch.nn.Module]):

@@ -273,3 +273,31 @@ def test_cli_refuses_in_one_line_with_exit_2_and_writes_nothing(tmp_path, args, 
     r = CliRunner().invoke(main, ["search", *args, "--out", str(out)])
     assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("left, refused", [(49, True), (50, False)])
+def test_too_few_held_out_calibration_images_for_the_estimates_are_refused(monkeypatch, left, refused):
+    """Estimates on a handful of images cannot tell levels apart: the reference task refuses below 50, naming the
+    knobs that free images (before this test the guard ran only inside a whole search)."""
+    from edgeclip.search import tasks
+
+    class PastTheGuard(Exception):
+        pass
+
+    class Held:
+        def __len__(self):
+            return left
+
+        def tensors(self, pre):            # the first thing the task does with enough images
+            raise PastTheGuard
+
+    prep = type("Prep", (), {"random_weights": False, "preprocess": None, "module": None})()
+    monkeypatch.setattr(tasks, "_prepared", lambda job, fields: (prep, None))
+    monkeypatch.setattr(tasks, "_estimate_images", lambda job: Held())
+    job = tasks.Job("m", None, "d", None, 256, 500, 50, None, "cpu")
+    if refused:
+        with pytest.raises(EdgeclipError, match=r"only 49 calibration images .* after the 500 compression.*--estimate-size"):
+            tasks.reference(job)
+    else:
+        with pytest.raises(PastTheGuard):
+            tasks.reference(job)

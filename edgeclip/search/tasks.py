@@ -101,7 +101,6 @@ def reference(job: Job) -> dict:
     from edgeclip.benchmarks.accuracy import accuracy_metrics
     from edgeclip.errors import EdgeclipError
     from edgeclip.exporter.compress.structure import heads_of, image_tokens, towers
-    from edgeclip.models.factory import load_model
 
     t0, threads = time.perf_counter(), _threads()
     prep, _ = _prepared(job, None)
@@ -112,7 +111,7 @@ def reference(job: Job) -> dict:
         raise EdgeclipError(f"only {len(held)} calibration images are left for the estimates after the {job.compression_pool} "
                             "compression and healing use; pass a larger --calib-data, or a smaller --estimate-size")
     logits = _predict(prep.module, held.tensors(prep.preprocess).numpy(), threads)
-    model = load_model(job.model, job.pretrained, tokenizer_optional=True).model
+    model = prep.model
     vision = towers(model).get("vision")
     n_vision = len(vision.blocks) if vision is not None else 0
     try:
