@@ -38,6 +38,7 @@ PACKAGE_DIRS = {"edgeclip": "edgeclip", "edgeclip/models": "models", "edgeclip/e
 MUTATE = ["edgeclip/exporter/fidelity.py", "edgeclip/exporter/compress/*", "edgeclip/benchmarks/sweep.py",
           "edgeclip/exporter/routes/base.py", "edgeclip/exporter/routes/__init__.py"]
 TESTS = ["tests/exporter/test_fidelity.py", "tests/exporter/compress", "tests/benchmarks/test_sweep.py",
+         "tests/benchmarks/test_sweep_logic.py",
          "tests/exporter/test_routes.py", "tests/exporter/test_recipe.py"]
 # mutant name -> why no test can tell it from the original (reviewed by hand; see the issue note)
 EQUIVALENT: dict[str, str] = {

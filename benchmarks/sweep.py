@@ -338,58 +338,12 @@ def findings(base: dict, points: list[dict]) -> list[str]:
     return out
 
 
-def sweep_pngs(report: dict, out_dir: Path) -> list[Path]:
-    """accuracy vs parameters (one panel per tower) and accuracy vs latency (vision series)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts, base = [p for p in report["points"] if "top1" in p], report["baseline"]
-    series = list(dict.fromkeys(p["series"] for p in pts))
-    paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, tower in zip(axes, ("vision", "text")):
-        for s in series:
-            sp = [p for p in pts if p["series"] == s and p["tower"] == tower]
-            if sp:
-                ax.plot([p["params"][tower] / 1e6 for p in sp], [p["top1"] for p in sp], "o-", label=s, ms=4)
-        if base["params"].get(tower):
-            ax.scatter([base["params"][tower] / 1e6], [base["top1"]], marker="*", s=160, c="k", zorder=5, label="uncompressed")
-        ax.set_xlabel(f"{tower} tower parameters (M)")
-        ax.set_ylabel("top-1 %")
-        ax.set_title(f"accuracy vs {tower} parameters")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{report['model'].get('model')} on {report['data']}", fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "sweep_accuracy_vs_params.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for s in series:
-        sp = [p for p in pts if p["series"] == s and "latency_ms_median" in p]
-        if sp:
-            ax.plot([p["latency_ms_median"] for p in sp], [p["top1"] for p in sp], "o-", label=s, ms=4)
-    lat = [p["baseline_latency_ms_median"] for p in pts if "baseline_latency_ms_median" in p]
-    if lat:
-        ax.scatter([float(np.median(lat))], [base["top1"]], marker="*", s=160, c="k", zorder=5, label="uncompressed")
-    ax.set_xlabel(f"eager batch-1 latency, ms ({report['environment']['threads']} threads)")
-    ax.set_ylabel("top-1 %")
-    ax.set_title("accuracy vs latency (vision series; text changes leave the image path unchanged)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out_dir / "sweep_accuracy_vs_latency.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
-
-
 def write_report(report: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "sweep.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(path)
+    from .plot import sweep_pngs
+
     return [path, *sweep_pngs(report, out_dir)]

@@ -100,3 +100,97 @@ def test_model_route_writes_the_rewritten_module_and_the_fp32_one_without_a_rewr
     assert quantized.produce(subject, None, tmp_path) == {"dtype": "int8", "bytes": 8}
     assert plain.produce(subject, None, tmp_path) == {"dtype": "fp32", "method": "none", "bytes": 3}
     assert written == ["net-int8", "net"]
+
+
+def _manifest(fmt, recipe, quantization=None):
+    return {"format": fmt, "recipe": recipe, "quantization": quantization}
+
+
+def test_route_of_finds_every_registered_route_from_its_manifest():
+    from edgeclip.exporter.routes import routes
+
+    for r in routes():
+        m = _manifest(r.format, {"quant": r.quant, "scheme": r.scheme, "backend": r.backend}, {"backend": r.backend})
+        assert route_of(m) is r, r.key
+
+
+@pytest.mark.parametrize("manifest, key", [
+    # the file's own record (quantization) wins over the recipe's ask
+    (_manifest("ptl", {"quant": "int8", "scheme": "static", "backend": "qnnpack"}, {"backend": "x86"}),
+     ("ptl", "int8", "static", "x86")),
+    (_manifest("ptl", {"quant": "int8", "scheme": "dynamic", "backend": "qnnpack"}, {"engine": "fbgemm"}),
+     ("ptl", "int8", "dynamic", "fbgemm")),
+    (_manifest("ptl", {"quant": "int8", "scheme": "dynamic", "backend": None}, {"engine": "x86"}),
+     ("ptl", "int8", "dynamic", "x86")),
+    # no record: the recipe's backend; neither, or one no route has: the format's default (its first registered)
+    (_manifest("ptl", {"quant": "none", "backend": "fbgemm"}), ("ptl", "none", None, "fbgemm")),
+    (_manifest("ptl", {"quant": "none"}), ("ptl", "none", None, "qnnpack")),
+    (_manifest("pte", {"quant": "int8", "scheme": "static", "backend": "coreml"}, {"backend": "coreml"}),
+     ("pte", "int8", "static", "xnnpack")),
+    # a recipe without quant is fp32; a float recipe's scheme (the recipe's default) is no part of its route
+    (_manifest("onnx", {}), ("onnx", "none", None, "onnxruntime")),
+    (_manifest("pte", {"quant": "none", "scheme": "dynamic"}), ("pte", "none", None, "xnnpack")),
+    (_manifest("onnx", {"quant": "int4", "scheme": "dynamic"}), ("onnx", "int4", "dynamic", "onnxruntime")),
+    (_manifest("onnx", {"quant": "int2", "scheme": "dynamic"}), None),
+])
+def test_route_of_reads_the_backend_the_file_records_then_the_recipe_then_the_default(manifest, key):
+    r = route_of(manifest)
+    assert (r.key if r is not None else None) == key
+
+
+def test_model_and_file_routes_pass_subject_and_recipe_through_and_keep_their_fields(tmp_path):
+    from types import SimpleNamespace
+
+    from edgeclip.exporter.routes import model_route
+
+    seen = []
+    subject, recipe = SimpleNamespace(module="net"), SimpleNamespace(fail=False)
+
+    def rewrite(m, s, r):
+        seen.append(("rewrite", s, r))
+        return m, {}
+
+    def write(module, s, r, path):
+        seen.append(("write", s, r))
+        path.write_text(module)
+        return {}
+
+    a = model_route("ptl", "int8", "test", "qnnpack", "how a", write, rewrite)
+    b = model_route("ptl", "int8", "test", "qnnpack", "how b", write, rewrite, mobile=True)
+    a.produce(subject, recipe, tmp_path)
+    assert seen == [("rewrite", subject, recipe), ("write", subject, recipe)]
+    assert (a.format, a.quant, a.scheme, a.backend, a.how, a.level, a.mobile) == ("ptl", "int8", "test", "qnnpack", "how a", "model", False)
+    assert b.mobile is True
+
+    def source(s, r, stage):
+        src = stage / "fp32.tmp"
+        src.write_bytes(b"x")
+        return src, {}
+
+    def moves(src, dst, s, r):      # a rewrite that consumes its source (renames it): removing it must not fail
+        seen.append(("file", s, r))
+        src.rename(dst)
+        return {}
+
+    f = file_route("onnx", "int8", "test", "onnxruntime", "how f", source, moves)
+    g = file_route("onnx", "int8", "test", "onnxruntime", "how g", source, moves, mobile=True)
+    stage = tmp_path / "file"
+    stage.mkdir()
+    f.produce(subject, recipe, stage)
+    assert seen[-1] == ("file", subject, recipe) and [p.name for p in stage.iterdir()] == ["model.onnx"]
+    assert (f.how, f.level, f.mobile, g.mobile) == ("how f", "file", False, True)
+
+
+def test_register_refuses_a_second_route_with_the_same_key_and_refusals_match_whole_values(monkeypatch):
+    from edgeclip.exporter.routes import model_route
+
+    monkeypatch.setattr(base, "_ROUTES", {})
+    monkeypatch.setattr(base, "_REFUSALS", [])
+    r = model_route("pte", "int8", "x", "b", "how", lambda *a: {})
+    assert base.register(r) is r and base.find("pte", "int8", "x", "b") is r
+    with pytest.raises(ValueError, match=r"export route \('pte', 'int8', 'x', 'b'\) registered twice"):
+        base.register(model_route("pte", "int8", "x", "b", "another", lambda *a: {}))
+    base.refuse("no {quant} {format} on {backend}", quant="int8", format=("pte", "ptl"))
+    assert base._REFUSALS == [({"quant": "int8", "format": ("pte", "ptl")}, "no {quant} {format} on {backend}")]
+    assert base.refusal_reason("ptl", "int8", "qnnpack") == "no int8 ptl on qnnpack"
+    assert base.refusal_reason("ptl", "int", "qnnpack") == "this combination is not available"   # not a substring match

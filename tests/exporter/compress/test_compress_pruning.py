@@ -68,3 +68,37 @@ def test_unstructured_sparsity_says_it_saves_nothing_dense(clip):
     assert 0.49 < float((w == 0).float().mean()) < 0.51
     _, rep_g = sparsity.apply(clip, SparsityConfig(0.5, "global"))
     assert abs(rep_g.extra["fraction_zeroed"] - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_sparsity_zeros_exactly_the_smallest_weights_and_reports_them(clip, scope):
+    """Exactly int(amount * n) weights per layer (or over all layers) become zero -- the smallest ones, on a copy --
+    and the report counts them; amount 0 zeroes nothing."""
+    from edgeclip.exporter.compress.report import n_params as count
+    from edgeclip.exporter.compress.structure import towers
+
+    before = {k: v.clone() for k, v in clip.state_dict().items()}
+    model, rep = sparsity.apply(clip, SparsityConfig(0.3, scope))
+    assert all(torch.equal(v, clip.state_dict()[k]) for k, v in before.items())          # the input is untouched
+    src, out = towers(clip)["vision"].blocks, towers(model)["vision"].blocks
+    layers = [(n, m, dict(out.named_modules())[n]) for n, m in src.named_modules() if isinstance(m, torch.nn.Linear)]
+    mags = torch.cat([m.weight.abs().flatten() for _, m, _ in layers])
+    rows, total = [], 0
+    for n, m, new in layers:
+        w = m.weight.detach()
+        k = int(0.3 * w.numel()) if scope == "layer" else None
+        cut = w.abs().flatten().kthvalue(k).values if scope == "layer" else mags.kthvalue(int(0.3 * mags.numel())).values
+        assert torch.equal(new.weight, w * (w.abs() > cut))          # the smallest go, every other weight stays
+        zeros = int((new.weight == 0).sum())
+        if scope == "layer":
+            assert zeros == k
+        rows.append({"layer": f"vision.{n}", "zeros": zeros, "weights": w.numel()})
+        total += zeros
+    assert scope == "layer" or total == int(0.3 * mags.numel())
+    assert rep.name == "sparsity" and rep.params_before == rep.params_after == count(clip) and rep.layers == rows
+    frac = total / mags.numel()
+    assert round(frac, 4) != round(frac, 5)        # so the report's rounding is checked too
+    assert rep.extra == {"amount": 0.3, "scope": scope, "dense_gain": "none", "weights_zeroed": total,
+                         "fraction_zeroed": round(frac, 4)}
+    none, rep0 = sparsity.apply(clip, SparsityConfig(0.0, scope))
+    assert rep0.extra["weights_zeroed"] == 0 and all(torch.equal(v, none.state_dict()[k]) for k, v in before.items())

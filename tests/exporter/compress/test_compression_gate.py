@@ -127,3 +127,33 @@ def test_removing_the_first_text_block_of_the_fixture_is_refused_unless_accepted
     [m] = json.loads(r.stdout)
     g = m["compression"]["gate"]
     assert g["measure"] == "top1_drop_pt" and g["value"] > 50 and g["accepted_by_user"]
+
+
+def test_refusal_line_names_cost_bar_culprit_knob_and_the_accept_value_exactly():
+    """The refusal is the user's whole guide: what it cost, against which bar, which pass and knob, and the
+    --accept-drop value that would let it through (rounded up to 0.1 pt, never below the cost)."""
+    v = {"top1_uncompressed": 88.0, "top1_compressed": 86.77}
+    line = gate.refusal(gate.Cost(1.23, "top1_drop_pt"), gate.CostBar(0.5, "--max-drop"), "500 images", ("svd", 0.8), v)
+    assert line == ("compression costs 1.23 pt top-1 (88.00% -> 86.77%) against the uncompressed model on 500 images; "
+                    "the bar is 0.5 pt (set by --max-drop); the pass that cost most: svd (+0.80 pt); relax --svd / "
+                    "--svd-energy (keep more) or --svd-aware, or pass --accept-drop 1.3 to take the loss knowingly; "
+                    "nothing was written")
+    line = gate.refusal(gate.Cost(2.5, "changed_answers_pt"), gate.CostBar(1.0, "default"), "64 images", None, {})
+    assert line == ("compression costs 2.50 % changed answers (no labels: the worst-case top-1 drop) against the "
+                    "uncompressed model on 64 images; the bar is 1 pt (default), or pass --accept-drop 2.5 to take the "
+                    "loss knowingly; nothing was written")
+    line = gate.refusal(gate.Cost(0.9, "mean_cosine"), gate.CostBar(1.0, "default"), "32 images", ("tokens:vision", 0.07), {})
+    assert line == ("compression costs mean cosine 0.9000 against the uncompressed model on 32 images; the bar is mean "
+                    "cosine >= 0.95; the pass that cost most: tokens:vision (0.0700 cosine); relax --token-keep (keep "
+                    "more), or pass --accept-drop 100 to take the loss knowingly; nothing was written")
+
+
+@pytest.mark.parametrize("name, knob", [("svd", gate.KNOBS["svd"]), ("prune-blocks:text", gate.KNOBS["prune-blocks"]),
+                                        ("my-own-pass", "my-own-pass")])
+def test_knob_follows_the_pass_name_before_its_tower(name, knob):
+    assert gate.knob(name) == knob
+
+
+def test_worst_pass_names_the_first_of_equal_steps():
+    stages = [("svd", gate.Cost(1.0, "top1_drop_pt")), ("heal", gate.Cost(2.0, "top1_drop_pt"))]
+    assert gate.worst_pass(stages, gate.Cost(0.0, "top1_drop_pt")) == ("svd", 1.0)

@@ -1,0 +1,193 @@
+"""The sweep's logic in seconds, without ../shared: which points each series plans, what a point's row says
+(scored against the uncompressed model through ``prepare``, a separate code path), how timings land in the rows,
+and the findings' exact verdicts.  The fixture test (test_sweep.py) shows the same on a trained model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeclip.benchmarks import sweep
+from edgeclip.benchmarks.sweep import (FIXED_RATIO, RATIOS, TOKEN_KEEPS, Point, SweepJob, findings, merge_rs,
+                                       series_points)
+from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.compress import CompressRecipe
+
+
+def test_merge_rs_turns_the_merged_away_fractions_into_per_block_counts():
+    assert merge_rs(16, 3) == [1, 3, 4]             # 0.25 / 0.5 / 0.75 of 16 tokens over 3 blocks
+    assert merge_rs(64, 6) == [3, 5, 8]
+    assert merge_rs(4, 6) == [1]                    # never 0, and equal counts once
+    assert merge_rs(8, 0) == [2, 4, 6]              # no blocks counted: as one
+
+
+def test_series_points_are_exactly_the_planned_recipes():
+    v = "vision"
+    assert series_points("svd-vision-layers", 3, 2) == [
+        Point("svd-vision-layers", k, CompressRecipe(svd_ratio=FIXED_RATIO, svd_blocks=f"last:{k}"), v) for k in (1, 2, 3)]
+    assert series_points("svd-vision-layers", 2, 2, fixed_ratio=0.5)[0].recipe.svd_ratio == 0.5
+    assert series_points("svd-vision-ratio", 3, 2) == [Point("svd-vision-ratio", r, CompressRecipe(svd_ratio=r), v)
+                                                      for r in RATIOS]
+    assert series_points("svd-vision-aware", 3, 2, ratios=(0.3,)) == [
+        Point("svd-vision-aware", 0.3, CompressRecipe(svd_ratio=0.3, svd_aware=True), v)]
+    assert series_points("svd-attn-text", 3, 2, ratios=(0.5, 0.2)) == [
+        Point("svd-attn-text", r, CompressRecipe(svd_ratio=r, svd_layers="attn", svd_tower="text"), "text") for r in (0.5, 0.2)]
+    assert series_points("svd-attn-vision", 3, 2, ratios=(0.5,)) == [
+        Point("svd-attn-vision", 0.5, CompressRecipe(svd_ratio=0.5, svd_layers="attn", svd_tower="vision"), v)]
+    assert series_points("tokens-vision", 3, 2) == [Point("tokens-vision", k, CompressRecipe(token_keep=k), v)
+                                                   for k in TOKEN_KEEPS]
+    assert series_points("merge-vision", 3, 2, patches=16) == [Point("merge-vision", r, CompressRecipe(token_merge=r), v)
+                                                              for r in (1, 3, 4)]
+    blocks = lambda name, n, t: [(p.x, p.recipe.prune_blocks, p.tower) for p in series_points(name, n, t)]  # noqa: E731
+    assert blocks("blocks-vision-last", 3, 2) == [(1, ["vision:2"], v), (2, ["vision:1,2"], v)]
+    assert blocks("blocks-vision-first", 3, 2) == [(1, ["vision:0"], v), (2, ["vision:0,1"], v)]
+    assert blocks("blocks-text-last", 3, 3) == [(1, ["text:2"], "text"), (2, ["text:1,2"], "text")]
+    assert blocks("blocks-text-first", 3, 2) == [(1, ["text:0"], "text")]
+    with pytest.raises(EdgeclipError, match="unknown sweep series 'svd-everything'; use one of svd-vision-layers, "):
+        series_points("svd-everything", 3, 2)
+
+
+def test_plan_reads_the_towers_and_skips_text_series_without_a_text_tower():
+    import open_clip
+    import timm
+
+    from conftest import TINY_CFG
+
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(**TINY_CFG)
+    planned, skipped = sweep.plan(clip, ("blocks-vision-last", "blocks-text-last", "merge-vision"))
+    assert skipped == [] and list(planned) == ["blocks-vision-last", "blocks-text-last", "merge-vision"]
+    assert planned["blocks-vision-last"] == series_points("blocks-vision-last", 2, 1)
+    assert planned["merge-vision"] == series_points("merge-vision", 2, 1, patches=16)      # 32 px / 8 px patches
+    assert [p.x for p in planned["merge-vision"]] == [2, 4, 6]
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=32, patch_size=8)
+    planned, skipped = sweep.plan(vit, ("blocks-text-last", "svd-attn-text", "blocks-vision-first"))
+    assert skipped == ["blocks-text-last", "svd-attn-text"] and list(planned) == ["blocks-vision-first"]
+    assert planned["blocks-vision-first"] == series_points("blocks-vision-first", 3, 0)
+
+
+def _row(series, x, top1, vision=None):
+    return {"series": series, "x": x, "top1": top1, "params": {"vision": vision if vision is not None else x}}
+
+
+def test_findings_state_each_verdict_with_its_numbers():
+    base = {"top1": 80.0}
+    pts = [_row("svd-vision-layers", 1, 70.0, 100), _row("svd-vision-layers", 2, 75.0, 200),
+           _row("svd-vision-ratio", 0.25, 69.6, 110), _row("svd-vision-ratio", 0.5, 75.1, 190),
+           {"series": "svd-vision-ratio", "x": 0.1, "error": "rank 0"},          # a failed point is no evidence
+           _row("svd-attn-vision", 0.5, 79.0), _row("svd-attn-vision", 0.25, 70.0), _row("svd-attn-vision", 0.1, 60.0),
+           _row("svd-attn-text", 0.5, 78.0), _row("svd-attn-text", 0.25, 72.0),
+           _row("blocks-text-last", 1, 79.5), _row("blocks-text-last", 2, 61.25),
+           _row("svd-vision-aware", 0.25, 72.5), _row("svd-vision-aware", 0.75, 90.0)]
+    assert findings(base, pts) == [
+        "'a low ratio on many layers beats a high ratio on few' is a tie here (within 0.25 pt): many-layer minus few-layer "
+        "top-1 at the nearest vision-parameter match is -0.15 pt on average over 2 pairs (range -0.40 .. +0.10)",
+        "attention low-rank, top-1 drop by ratio (vision / text): 0.5: 1.00 / 2.00, 0.25: 10.00 / 8.00 -> vision attention "
+        "is the more tolerant at 1 of 2 ratios (0.5)",
+        "text blocks removed from the last end, top-1 drop by count: 1: 0.5, 2: 18.75",
+        "activation-aware vs plain SVD at equal rank (top-1 difference by ratio): 0.25: +2.90"]
+    assert "is a tie" in findings(base, pts)[0]
+    # the verdict's thresholds: a mean of +0.25 pt is still a tie, beyond it a win either way
+    at = lambda d: findings(base, [_row("svd-vision-layers", 1, 70.0, 100), _row("svd-vision-ratio", 0.5, 70.0 + d, 100)])[0]  # noqa: E731
+    assert "is a tie" in at(0.25) and "is a tie" in at(-0.25)
+    assert "' holds" in at(0.26) and "does not hold (the reverse)" in at(-0.26)
+    only = findings(base, [_row("blocks-text-first", 1, 70.0), _row("svd-attn-vision", 0.5, 79.0)])
+    assert only == ["text blocks removed from the first end, top-1 drop by count: 1: 10.0"]   # no text attention: no claim
+    assert findings(base, [_row("svd-attn-vision", 0.5, 79.0), _row("svd-attn-text", 0.5, 79.0)]) == [
+        "attention low-rank, top-1 drop by ratio (vision / text): 0.5: 1.00 / 1.00 -> vision attention is the more "
+        "tolerant at 0 of 1 ratios"]
+
+
+class _CannedTiming:
+    """Runs the scoring tasks here and answers every timing task with fixed latencies: rows must carry exactly
+    these numbers, and the ratio to the baseline timed with them."""
+
+    def __init__(self, ms: dict[str, float]):
+        self.ms, self.timed = ms, []
+
+    def submit(self, fn, *args, timing=False):
+        if timing:
+            self.timed.append([p.x for p in args[1]])
+            return {k: {"latency_ms_median": v} for k, v in self.ms.items()}
+        return fn(*args)
+
+    def result(self, ref):
+        return ref
+
+
+def test_run_sweep_rows_score_each_point_against_the_uncompressed_model(tiny_clip_dir, tiny_images, monkeypatch):
+    from edgeclip.exporter.compress.structure import towers
+    from edgeclip.models.datasets import load_dataset
+    from edgeclip.preparation import prepare
+    from edgeclip.benchmarks.timing import TimingConfig
+
+    sweep._CONTEXT.clear()
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=12)
+    ex = _CannedTiming({"baseline": 3.0, "1": 2.0})
+    real_plan = sweep.plan
+    monkeypatch.setattr(sweep, "plan", lambda m, s: (real_plan(m, s)[0], ["svd-attn-text-of-a-vit"]))
+    rep = sweep.run_sweep(job, ("blocks-vision-last", "svd-attn-text"), TimingConfig(1, 1, 1), executor=ex)
+    ds = load_dataset(tiny_images, "test").take(12)
+    base = prepare(str(tiny_clip_dir), data=ds)
+    logits = base.module(ds.tensors(base.preprocess))
+    base_pred, labels = logits.argmax(-1), torch.as_tensor(ds.labels)
+    assert rep["schema"] == "edgeclip.sweep/1" and rep["data"] == f"{ds.name} {ds.split}[:12]"
+    assert rep["model"] == base.facts.source and rep["fixed_ratio"] == FIXED_RATIO
+    assert rep["ratio_means"] == "fraction of each factorised layer's parameters kept"
+    assert rep["baseline"]["top1"] == round(float((base_pred == labels).float().mean()) * 100, 2)
+    assert rep["skipped_series"] == [{"series": "svd-attn-text-of-a-vit", "why": "the model has no text tower"}]
+    assert ex.timed == [[1]]                        # one timing task, for the vision series only
+    assert rep["environment"]["executor"] == "ray" and rep["environment"]["threads"] == torch.get_num_threads()
+    assert rep["environment"]["timing"] == {"warmup": 1, "rounds": 1, "reps_per_round": 1}
+    assert rep["findings"] == findings(rep["baseline"], rep["points"])
+    rows = {(p["series"], p["x"]): p for p in rep["points"]}
+    assert list(rows) == [("blocks-vision-last", 1)] + [("svd-attn-text", r) for r in RATIOS]
+    block = rows[("blocks-vision-last", 1)]
+    vision_block = sum(p.numel() for p in towers(base.model)["vision"].blocks[-1].parameters())
+    assert block["params"]["vision"] == rep["baseline"]["params"]["vision"] - vision_block
+    assert block["params_removed_pct"] == {"vision": round(100 * vision_block / rep["baseline"]["params"]["vision"], 2),
+                                           "text": 0.0}
+    assert block["recipe"] == {"prune_blocks": ["vision:1"]} and block["tower"] == "vision"
+    assert (block["latency_ms_median"], block["baseline_latency_ms_median"], block["speedup_vs_uncompressed"]) == (2.0, 3.0, 1.5)
+    for (series, x), row in rows.items():
+        prep = prepare(str(tiny_clip_dir), data=ds, compress=series_points(series, 2, 1, ratios=RATIOS)[
+            [p.x for p in series_points(series, 2, 1)].index(x)].recipe)
+        pred = prep.module(ds.tensors(prep.preprocess)).argmax(-1)
+        assert row["top1"] == round(float((pred == labels).float().mean()) * 100, 2), (series, x)
+        assert row["agreement"] == round(float((pred == base_pred).float().mean()) * 100, 2), (series, x)
+        assert row["flops"] == prep.compression["flops_after"], (series, x)
+        assert row["seconds"] >= 0 and ("latency_ms_median" in row) == (series == "blocks-vision-last")
+    assert rows[("svd-attn-text", 0.1)]["agreement"] < 100      # the random tiny model does change its answers
+    assert all(r["params_removed_pct"]["vision"] == 0.0 and r["params_removed_pct"]["text"] > 0
+               for (s, _), r in rows.items() if s == "svd-attn-text")
+
+
+def test_a_point_that_cannot_apply_is_a_row_with_its_error_and_no_timing(tiny_clip_dir, tiny_images):
+    from edgeclip.benchmarks.timing import TimingConfig
+
+    sweep._CONTEXT.clear()
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=6)
+    bad = Point("blocks-vision-last", 2, CompressRecipe(prune_blocks=["vision:0,1"]), "vision")   # every block
+    row = sweep.sweep_point(job, bad)
+    assert set(row) == {"series", "x", "error"} and (row["series"], row["x"]) == ("blocks-vision-last", 2)
+    assert "vision" in row["error"]
+    assert sweep.series_latency(job, [bad], TimingConfig(1, 1, 1)) == {}     # nothing left to time but the baseline
+    timed = sweep.series_latency(job, [Point("blocks-vision-last", 1, CompressRecipe(prune_blocks=["vision:1"]), "vision")],
+                                 TimingConfig(1, 2, 1))
+    assert set(timed) == {"baseline", "1"} and all(t["latency_samples"] == 2 for t in timed.values())
+
+
+def test_context_uses_the_job_images_templates_and_calibration_and_refuses_random_weights(tiny_clip_dir, tiny_images,
+                                                                                       tiny_calib_images):
+    sweep._CONTEXT.clear()
+    plain = sweep.sweep_context(SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=7))
+    assert len(plain.labels) == len(plain.images) == 7 and plain.calibration is None
+    assert plain.zero_shot[2] is None and sweep.sweep_context(SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=7)) is plain
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, calib_data=tiny_calib_images, calib_size=9, eval_size=None,
+                   templates=("a {c}.",), aware=True)
+    ctx = sweep.sweep_context(job)
+    assert ctx is not plain and len(ctx.labels) == 18 and ctx.zero_shot[2] == ["a {c}."] and ctx.calibration is not None
+    assert ctx.base_pred.tolist() == ctx.base_clf.head(ctx.base_feats).argmax(-1).tolist()
+    assert sweep._CONTEXT == {job: ctx}                       # one job's context kept per process
+    with pytest.raises(EdgeclipError, match="a sensitivity sweep of random weights measures nothing"):
+        sweep.sweep_context(SweepJob("timm:vit_tiny_patch16_224", "none", tiny_images))
