@@ -81,7 +81,8 @@ def sweep_pngs(report: dict, out_dir: Path) -> list[Path]:
         ax.set_ylabel("top-1 %")
         ax.set_title(f"accuracy vs {tower} parameters")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:      # a tower no series changed has nothing to label
+            ax.legend(fontsize=7)
     fig.suptitle(f"{report['model'].get('model')} on {report['data']}", fontsize=9)
     fig.tight_layout()
     paths.append(out_dir / "sweep_accuracy_vs_params.png")
@@ -99,7 +100,8 @@ def sweep_pngs(report: dict, out_dir: Path) -> list[Path]:
     ax.set_ylabel("top-1 %")
     ax.set_title("accuracy vs latency (vision series; text changes leave the image path unchanged)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out_dir / "sweep_accuracy_vs_latency.png")
     fig.savefig(paths[-1], dpi=110)

@@ -14,6 +14,8 @@ import copy
 import torch
 from torch import nn
 
+from edgeclip.errors import EdgeclipError
+
 from .calibration import Calibration
 from .config import SparsityConfig
 from .report import PassReport, n_params
@@ -26,8 +28,10 @@ NO_DENSE_GAIN = ("unstructured zeros leave every tensor its shape: dense backend
 def apply(model: nn.Module, cfg: SparsityConfig, calib: Calibration | None = None) -> tuple[nn.Module, PassReport]:
     model = copy.deepcopy(model)
     ts = towers(model)
-    layers = [(f"{t}.{name}", m) for t in cfg.towers if t in ts
-              for name, m in ts[t].blocks.named_modules() if isinstance(m, nn.Linear)]
+    for t in cfg.towers:        # as structured pruning does: a tower that is not there is the user's mistake
+        if t not in ts:
+            raise EdgeclipError(f"--prune-tower {t}: this model has no {t} tower (has: {', '.join(ts)})")
+    layers = [(f"{t}.{name}", m) for t in cfg.towers for name, m in ts[t].blocks.named_modules() if isinstance(m, nn.Linear)]
     before = n_params(model)
     report = PassReport("sparsity", before, before, notes=[NO_DENSE_GAIN],
                         extra={"amount": cfg.amount, "scope": cfg.scope, "dense_gain": "none"})
@@ -46,6 +50,6 @@ def apply(model: nn.Module, cfg: SparsityConfig, calib: Calibration | None = Non
         report.layers.append({"layer": name, "zeros": int((~mask).sum()), "weights": w.numel()})
     zeros = sum(x["zeros"] for x in report.layers)
     report.extra["weights_zeroed"] = zeros
-    report.extra["fraction_zeroed"] = round(zeros / max(1, sum(x["weights"] for x in report.layers)), 4)
+    report.extra["fraction_zeroed"] = round(zeros / sum(x["weights"] for x in report.layers), 4)   # towers hold Linears
     report.params_after = n_params(model)     # unchanged, on purpose: the zeros are still stored
     return model, report

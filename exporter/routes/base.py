@@ -79,7 +79,7 @@ def model_route(fmt: str, quant: str, scheme: str | None, backend: str, how: str
         module, facts = rewrite(subject.module, subject, recipe) if rewrite else (subject.module, {"dtype": "fp32", "method": "none"})
         return {**facts, **write(module, subject, recipe, model_path(stage, fmt))}
 
-    return Route(fmt, quant, scheme, backend, how, produce, level="model", mobile=mobile)
+    return Route(fmt, quant, scheme, backend, how, produce, mobile=mobile)      # level "model", the default
 
 
 def file_route(fmt: str, quant: str, scheme: str | None, backend: str, how: str, source: FileSource, rewrite: FileRewrite,
@@ -133,7 +133,7 @@ def route_of(manifest: dict) -> Route | None:
     scheme = r.get("scheme") if quant in ("int8", "int4") else None
     backend = q.get("backend") or q.get("engine") or r.get("backend")
     if backend is None or find(fmt, quant, scheme, backend) is None:   # the format's default backend
-        backend = next((x.backend for x in _ROUTES.values() if x.format == fmt and x.quant == quant), backend)
+        backend = next((x.backend for x in _ROUTES.values() if x.format == fmt and x.quant == quant), None)
     return find(fmt, quant, scheme, backend)
 
 

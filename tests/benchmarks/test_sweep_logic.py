@@ -191,3 +191,19 @@ def test_context_uses_the_job_images_templates_and_calibration_and_refuses_rando
     assert sweep._CONTEXT == {job: ctx}                       # one job's context kept per process
     with pytest.raises(EdgeclipError, match="a sensitivity sweep of random weights measures nothing"):
         sweep.sweep_context(SweepJob("timm:vit_tiny_patch16_224", "none", tiny_images))
+
+
+def test_write_report_creates_the_folder_and_overwrites_a_previous_report(tmp_path):
+    import json
+
+    rep = {"schema": "edgeclip.sweep/1", "model": {"model": "m"}, "data": "d", "environment": {"threads": 1},
+           "baseline": {"top1": 80.0, "params": {"vision": 1e6, "text": 0}},
+           "points": [{"series": "blocks-vision-last", "x": 1, "tower": "vision", "top1": 70.0,
+                       "params": {"vision": 5e5, "text": 0}, "latency_ms_median": 1.0, "baseline_latency_ms_median": 2.0}]}
+    out = tmp_path / "new" / "sweep"
+    paths = sweep.write_report(rep, out)
+    assert [p.name for p in paths] == ["sweep.json", "sweep_accuracy_vs_params.png", "sweep_accuracy_vs_latency.png"]
+    rep["baseline"]["top1"] = 81.0
+    sweep.write_report(rep, out)                    # a second run into the same folder replaces the report
+    assert json.loads((out / "sweep.json").read_text())["baseline"]["top1"] == 81.0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)     # no temporary file left

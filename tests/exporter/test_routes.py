@@ -132,6 +132,9 @@ def test_route_of_finds_every_registered_route_from_its_manifest():
     (_manifest("pte", {"quant": "none", "scheme": "dynamic"}), ("pte", "none", None, "xnnpack")),
     (_manifest("onnx", {"quant": "int4", "scheme": "dynamic"}), ("onnx", "int4", "dynamic", "onnxruntime")),
     (_manifest("onnx", {"quant": "int2", "scheme": "dynamic"}), None),
+    # the default is the first route of the same format *and precision* (a .ptl's first route is qnnpack fp32)
+    (_manifest("ptl", {"quant": "fp16"}), ("ptl", "fp16", None, "cuda")),
+    (_manifest("ptl", {"quant": "bf16"}), ("ptl", "bf16", None, "cuda")),
 ])
 def test_route_of_reads_the_backend_the_file_records_then_the_recipe_then_the_default(manifest, key):
     r = route_of(manifest)

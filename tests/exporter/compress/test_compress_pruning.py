@@ -102,3 +102,14 @@ def test_sparsity_zeros_exactly_the_smallest_weights_and_reports_them(clip, scop
                          "fraction_zeroed": round(frac, 4)}
     none, rep0 = sparsity.apply(clip, SparsityConfig(0.0, scope))
     assert rep0.extra["weights_zeroed"] == 0 and all(torch.equal(v, none.state_dict()[k]) for k, v in before.items())
+
+
+def test_sparsity_refuses_a_tower_the_model_does_not_have():
+    """Before: a vision-only model with --prune-tower text crashed in torch.cat (global scope) or silently zeroed
+    nothing (layer scope)."""
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, patch_size=8)
+    for scope in ("global", "layer"):
+        with pytest.raises(EdgeclipError, match=r"^--prune-tower text: this model has no text tower \(has: vision\)$"):
+            sparsity.apply(vit, SparsityConfig(0.3, scope, towers=("text",)))

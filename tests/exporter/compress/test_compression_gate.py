@@ -157,3 +157,18 @@ def test_knob_follows_the_pass_name_before_its_tower(name, knob):
 def test_worst_pass_names_the_first_of_equal_steps():
     stages = [("svd", gate.Cost(1.0, "top1_drop_pt")), ("heal", gate.Cost(2.0, "top1_drop_pt"))]
     assert gate.worst_pass(stages, gate.Cost(0.0, "top1_drop_pt")) == ("svd", 1.0)
+
+
+@pytest.mark.parametrize("recipe, touched", [
+    (CompressRecipe(), set()),
+    (CompressRecipe(prune_blocks=["text:0"]), {"text"}),
+    (CompressRecipe(svd_ratio=0.5, svd_tower="text"), {"text"}),
+    (CompressRecipe(mlp_keep=0.5, prune_tower="both"), {"vision", "text"}),
+    (CompressRecipe(sparsity=0.5, prune_tower="text"), {"text"}),
+    (CompressRecipe(token_keep=0.5), {"vision"}),
+    (CompressRecipe(token_merge=2), {"vision"}),
+    (CompressRecipe(svd_ratio=0.5, svd_tower="text", heal_steps=5), {"vision", "text"}),
+])
+def test_towers_touched_is_what_the_passes_change(recipe, touched):
+    """What a text-encoder export checks before it runs passes that would change the vision tower."""
+    assert recipe.towers_touched() == touched and recipe.active is bool(touched)
