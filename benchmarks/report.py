@@ -140,13 +140,11 @@ def write_report(report: dict, folder: Path) -> list[Path]:
     """bench.json, bench.md and bench_pareto.png (when any row has accuracy and latency), each replaced atomically."""
     from .plot import pareto_png
 
+    from edgeclip.exporter.atomic import replace_file
+
     folder.mkdir(parents=True, exist_ok=True)
-    j, m = folder / "bench.json", folder / "bench.md"
-    tmp_j, tmp_m = j.with_suffix(".json.tmp"), m.with_suffix(".md.tmp")
-    tmp_j.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp_m.write_text(markdown(report))
-    os.replace(tmp_j, j)
-    os.replace(tmp_m, m)
+    j = replace_file(folder / "bench.json", json.dumps(report, indent=2, default=str) + "\n")
+    m = replace_file(folder / "bench.md", markdown(report))
     png = pareto_png(report, folder / "bench_pareto.png")
     return [j, m] + ([png] if png else [])
 

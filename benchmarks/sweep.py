@@ -336,11 +336,11 @@ def findings(base: dict, points: list[dict]) -> list[str]:
 
 
 def write_report(report: dict, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "sweep.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    from edgeclip.exporter.atomic import replace_file
+
     from .plot import sweep_pngs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = replace_file(out_dir / "sweep.json", json.dumps(report, indent=2))
 
     return [path, *sweep_pngs(report, out_dir)]

@@ -20,6 +20,18 @@ from typing import Iterator
 from edgeclip.errors import EdgeclipError
 
 
+def replace_file(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it, then rename over it: a reader, or a run
+    stopped halfway, sees the old file or the new one, never half of one (reports, checkpoints, recipes)."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    os.replace(tmp, path)
+    return path
+
+
 @contextlib.contextmanager
 def _signals_as_interrupt() -> Iterator[list[int]]:
     """SIGTERM would kill the process without running ``finally`` blocks, so make it unwind like Ctrl-C; and

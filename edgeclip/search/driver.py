@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.atomic import replace_file
 
 from . import tasks
 from .space import EXPORT_TARGET, KNOBS, TARGET_ROUTES, Combination, Estimate, Level, Route, combinations, knob_levels
@@ -172,8 +173,7 @@ class Checkpoint:
         if "tar" in result:      # artifacts live beside the log, not in it
             path = self.tar_path(key)
             path.parent.mkdir(exist_ok=True)
-            path.with_suffix(".tmp").write_bytes(result["tar"])
-            path.with_suffix(".tmp").replace(path)
+            replace_file(path, result["tar"])
             result = {k: v for k, v in result.items() if k != "tar"}
         with self.file.open("a") as f:
             f.write(json.dumps({"key": key, "result": result}, default=str) + "\n")
@@ -461,7 +461,7 @@ def run_search(cfg: SearchConfig, progress: bool = False) -> dict:
         report = s.report(ex, time.monotonic() - t_start)
     files = write_outputs(report, out, ckpt)
     report["files"] = [str(p) for p in files]
-    (out / "search.json").write_text(json.dumps(report, indent=2, default=str))
+    replace_file(out / "search.json", json.dumps(report, indent=2, default=str))
     if report["best"] is None:
         raise EdgeclipError(f"no artifact reached top-1 within {cfg.max_drop:g} points of fp32 on {report['reference']['split']}; "
                             f"see {out / 'search.md'} (raise --max-drop, or give healing more --heal-steps)")

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.exporter.atomic import replace_file
 
 
 def _toml_value(v) -> str:
@@ -120,14 +121,11 @@ def write_outputs(report: dict, out: Path, ckpt) -> list[Path]:
     from .tasks import unpack
 
     files = []
-    md = out / "search.md"
-    md.write_text(ranked_table(report))
-    files.append(md)
+    files.append(replace_file(out / "search.md", ranked_table(report)))
     files.append(pareto_png(report, out / "search_pareto.png"))
     best = report["best"]
     if best:
-        toml = out / "best.toml"
-        toml.write_text(recipe_toml(best["recipe"], [
+        toml = replace_file(out / "best.toml", recipe_toml(best["recipe"], [
             f"edgeclip search: fastest artifact within {report['config']['max_drop']:g} top-1 points of fp32 "
             f"({best['top1']:.2f} % vs {report['reference']['top1']:.2f} % on {report['reference']['split']})",
             f"{best['route']}, {best['compression']}: {best['latency_ms_median']:.3f} ms at batch 1 on "

@@ -122,19 +122,25 @@ def test_run_sweep_rows_score_each_point_against_the_uncompressed_model(tiny_cli
     from edgeclip.benchmarks.timing import TimingConfig
 
     sweep._CONTEXT.clear()
-    job = SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=12)
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=7)
     ex = _CannedTiming({"baseline": 3.0, "1": 2.0})
     real_plan = sweep.plan
     monkeypatch.setattr(sweep, "plan", lambda m, s: (real_plan(m, s)[0], ["svd-attn-text-of-a-vit"]))
-    rep = sweep.run_sweep(job, ("blocks-vision-last", "svd-attn-text"), TimingConfig(1, 1, 1), executor=ex)
-    ds = load_dataset(tiny_images, "test").take(12)
+    flags, real_build = [], sweep._build_context
+    monkeypatch.setattr(sweep, "_build_context", lambda j, progress: flags.append(progress) or real_build(j, progress))
+    done = []
+    rep = sweep.run_sweep(job, ("blocks-vision-last", "svd-attn-text"), TimingConfig(1, 1, 1), executor=ex,
+                          progress=done.append)
+    assert flags == [True] and done == [1] * (1 + len(RATIOS))      # a bar while preparing, one tick per point
+    ds = load_dataset(tiny_images, "test").take(7)
     base = prepare(str(tiny_clip_dir), data=ds)
     logits = base.module(ds.tensors(base.preprocess))
     base_pred, labels = logits.argmax(-1), torch.as_tensor(ds.labels)
-    assert rep["schema"] == "edgeclip.sweep/1" and rep["data"] == f"{ds.name} {ds.split}[:12]"
+    assert rep["schema"] == "edgeclip.sweep/1" and rep["data"] == f"{ds.name} {ds.split}[:7]"
     assert rep["model"] == base.facts.source and rep["fixed_ratio"] == FIXED_RATIO
     assert rep["ratio_means"] == "fraction of each factorised layer's parameters kept"
-    assert rep["baseline"]["top1"] == round(float((base_pred == labels).float().mean()) * 100, 2)
+    top1 = float((base_pred == labels).float().mean()) * 100
+    assert rep["baseline"]["top1"] == round(top1, 2) != round(top1, 3)
     assert rep["skipped_series"] == [{"series": "svd-attn-text-of-a-vit", "why": "the model has no text tower"}]
     assert ex.timed == [[1]]                        # one timing task, for the vision series only
     assert rep["environment"]["executor"] == "ray" and rep["environment"]["threads"] == torch.get_num_threads()
@@ -149,6 +155,8 @@ def test_run_sweep_rows_score_each_point_against_the_uncompressed_model(tiny_cli
                                            "text": 0.0}
     assert block["recipe"] == {"prune_blocks": ["vision:1"]} and block["tower"] == "vision"
     assert (block["latency_ms_median"], block["baseline_latency_ms_median"], block["speedup_vs_uncompressed"]) == (2.0, 3.0, 1.5)
+    assert block["flops"]["text"] == rep["baseline"]["flops"]["text"] > 0          # the caption was counted
+    assert block["flops"]["vision"] < rep["baseline"]["flops"]["vision"]
     for (series, x), row in rows.items():
         prep = prepare(str(tiny_clip_dir), data=ds, compress=series_points(series, 2, 1, ratios=RATIOS)[
             [p.x for p in series_points(series, 2, 1)].index(x)].recipe)
@@ -205,5 +213,36 @@ def test_write_report_creates_the_folder_and_overwrites_a_previous_report(tmp_pa
     assert [p.name for p in paths] == ["sweep.json", "sweep_accuracy_vs_params.png", "sweep_accuracy_vs_latency.png"]
     rep["baseline"]["top1"] = 81.0
     sweep.write_report(rep, out)                    # a second run into the same folder replaces the report
-    assert json.loads((out / "sweep.json").read_text())["baseline"]["top1"] == 81.0
+    assert (out / "sweep.json").read_text() == json.dumps(rep, indent=2)     # readable: indented, the whole report
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)     # no temporary file left
+
+
+def test_series_latency_times_batch_one_of_what_the_points_built_and_rebuilds_the_rest(tiny_clip_dir, tiny_images,
+                                                                                      tiny_calib_images, monkeypatch):
+    """A point scored in this process is timed as built (not compressed twice); one scored elsewhere (a Ray worker)
+    is rebuilt here, with the job's calibration when its recipe needs it; one that cannot be built is left out
+    and the rest still timed."""
+    from edgeclip.benchmarks import timing
+    from edgeclip.benchmarks.timing import TimingConfig
+
+    sweep._CONTEXT.clear()
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, calib_data=tiny_calib_images, calib_size=6, eval_size=5, aware=True)
+    seen = {}
+
+    class Timed:
+        def __init__(self, k):
+            self.k = k
+
+        def summary(self):
+            return {"k": self.k}
+
+    monkeypatch.setattr(timing, "time_interleaved", lambda sessions, cfg: seen.update(sessions) or {k: Timed(k) for k in sessions})
+    built = Point("blocks-vision-last", 1, CompressRecipe(prune_blocks=["vision:1"]), "vision")
+    sweep.sweep_point(job, built)
+    clf = sweep.sweep_context(job).built["blocks-vision-last:1"]
+    broken = Point("blocks-vision-first", 2, CompressRecipe(prune_blocks=["vision:0,1"]), "vision")
+    aware = Point("svd-vision-aware", 0.5, CompressRecipe(svd_ratio=0.5, svd_aware=True), "vision")
+    out = sweep.series_latency(job, [built, broken, aware], TimingConfig(1, 1, 1))
+    assert out == {"baseline": {"k": "baseline"}, "1": {"k": "1"}, "0.5": {"k": "0.5"}}
+    assert seen["1"].session.module is clf and sweep.sweep_context(job).built == {}
+    assert all(r.one.shape == (1, 3, 32, 32) for r in seen.values())
