@@ -47,6 +47,12 @@ EQUIVALENT: dict[str, str] = {
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_10": 'r.get("quant") for r.get("quant", "none"): the same None',
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_31": 'bool(m.get("random_weights", None)): bool(None) == bool(False)',
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_33": 'bool(m.get("random_weights")): bool(None) == bool(False)',
+    "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_94":
+        "a missing recorded cosine read as -2.0 instead of -1.0: both below every rule, so both read as tampered",
+    "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_103": "the same for a missing recorded agreement (-2.0 for -1.0)",
+    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_45":
+        "threshold -2.0 for -1.0 when nothing is pruned (k = 0): any negative threshold keeps every weight (|w| >= 0)",
+    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_59": "the same, per layer",
 }
 
 

@@ -33,6 +33,7 @@ def apply(model: nn.Module, cfg: SparsityConfig, calib: Calibration | None = Non
             raise EdgeclipError(f"--prune-tower {t}: this model has no {t} tower (has: {', '.join(ts)})")
     layers = [(f"{t}.{name}", m) for t in cfg.towers for name, m in ts[t].blocks.named_modules() if isinstance(m, nn.Linear)]
     before = n_params(model)
+    # params_after = before, on purpose: the zeros are still stored
     report = PassReport("sparsity", before, before, notes=[NO_DENSE_GAIN],
                         extra={"amount": cfg.amount, "scope": cfg.scope, "dense_gain": "none"})
     if cfg.scope == "global":
@@ -51,5 +52,4 @@ def apply(model: nn.Module, cfg: SparsityConfig, calib: Calibration | None = Non
     zeros = sum(x["zeros"] for x in report.layers)
     report.extra["weights_zeroed"] = zeros
     report.extra["fraction_zeroed"] = round(zeros / sum(x["weights"] for x in report.layers), 4)   # towers hold Linears
-    report.params_after = n_params(model)     # unchanged, on purpose: the zeros are still stored
     return model, report

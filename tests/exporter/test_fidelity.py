@@ -204,3 +204,39 @@ def test_the_weights_claim_is_checked_both_ways_and_an_absent_claim_means_traine
     m = _manifest()
     del m["random_weights"]
     assert trusted_bar(m, random_weights=False)[0] == rule("int8", "dynamic")
+
+
+def test_trusted_bar_messages_and_notes_are_exact():
+    """What verify prints is the user's evidence: the artifact's name, each loosened bar, and what happens next."""
+    with pytest.raises(EdgeclipError) as e:
+        trusted_bar(_manifest(recorded=(0.5, 0.0)), random_weights=False)
+    assert str(e.value) == ("m: manifest.json records a fidelity bar looser than edgeclip's rule for its recipe (cosine 0.5 < "
+                            "0.98; agreement 0.0 < 0.93): the manifest was edited (tampered); re-export the artifact")
+    _, notes = trusted_bar(_manifest(recorded=(0.98, 0.93)), random_weights=False)
+    assert notes == ["exported under an earlier, looser int8 bar (agreement 0.93 < 0.98); held to today's rule"]
+    _, notes = trusted_bar(_manifest(recorded=(0.9, 0.5), overrides=(0.9, 0.5)), random_weights=False)
+    assert notes == ["exported with a bar looser than edgeclip's int8 rule (cosine 0.9 < 0.98; agreement 0.5 < 0.98); "
+                     "verify holds it to the rule unless you pass --min-agreement / --min-cosine"]
+    bar, notes = trusted_bar(_manifest(), random_weights=False, min_cosine=0.5)
+    assert bar == Threshold(0.5, 0.98) and notes == ["bar set by the caller: cosine >= 0.5, agreement >= 0.98"]
+
+
+def test_trusted_bar_reads_the_recipe_scheme_and_its_cosine_and_agreement_overrides():
+    # static int8 records 97 %: held to the static rule, not the dynamic one
+    bar, notes = trusted_bar(_manifest(scheme="static", recorded=(0.98, 0.97)), random_weights=False)
+    assert bar == rule("int8", "static") and notes == []
+    # a cosine the user loosened at export is what an honest manifest records: not tampered (but held to the rule)
+    bar, _ = trusted_bar(_manifest(recorded=(0.9, 0.98), overrides=(0.9, None)), random_weights=False)
+    assert bar == rule("int8", "dynamic")
+    # the earlier 93 % bar excuses only manifests whose recipe set no bar of its own
+    for overrides in ((0.99, None), (None, 0.99)):
+        with pytest.raises(EdgeclipError, match="tampered"):
+            trusted_bar(_manifest(recorded=(0.99, 0.93), overrides=overrides), random_weights=False)
+
+
+@pytest.mark.parametrize("kept", ["min_cosine", "min_top1_agreement"])
+def test_a_manifest_missing_one_bar_is_tampered(kept):
+    m = _manifest()
+    m["fidelity_threshold"] = {kept: m["fidelity_threshold"][kept]}
+    with pytest.raises(EdgeclipError, match="tampered"):
+        trusted_bar(m, random_weights=False)
