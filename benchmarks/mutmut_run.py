@@ -53,6 +53,13 @@ EQUIVALENT: dict[str, str] = {
     "edgeclip.exporter.compress.sparsity.x_apply__mutmut_45":
         "threshold -2.0 for -1.0 when nothing is pruned (k = 0): any negative threshold keeps every weight (|w| >= 0)",
     "edgeclip.exporter.compress.sparsity.x_apply__mutmut_59": "the same, per layer",
+    "edgeclip.exporter.compress.merge.x_bipartite_merge__mutmut_66":
+        "torch.arange(nb, device=None) for device=x.device: the same tensor on the CPU, where merging runs and is exported",
+    "edgeclip.exporter.compress.merge.x_bipartite_merge__mutmut_68": "the same, device argument dropped",
+    "edgeclip.exporter.compress.merge.xǁTokenMergeBlockǁforward__mutmut_17":
+        "the size bias also in the first merging block (size_in False): its sizes are all 1, log 1 = 0, the bias adds zeros",
+    "edgeclip.exporter.compress.merge.xǁTokenMergeBlockǁforward__mutmut_25":
+        "unsqueeze(2) for unsqueeze(1) on [B, 1, N]: both give [B, 1, 1, N]",
 }
 
 

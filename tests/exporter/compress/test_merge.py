@@ -139,3 +139,13 @@ def test_cli_refuses_bad_merge_flags_in_one_line_and_writes_nothing(flags, needl
     r = CliRunner().invoke(main, ["export", "--model", str(tiny_clip_dir), "--data", tiny_images, "--out", str(out), *flags])
     assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output, r.output
     assert not out.exists()
+
+
+def test_matching_is_by_direction_not_by_key_length():
+    """Keys are compared by cosine: a short key pointing the same way is a better match than a long one at an angle
+    (unnormalised dot products would pick the long key, and merge the wrong pair)."""
+    keys = torch.tensor([[[0.1, 0.0], [0.05, 0.0], [0.0, 2.0], [0.4, 0.3]]])   # A = tokens 0, 2; B = tokens 1, 3
+    x = torch.tensor([[[1.0], [3.0], [10.0], [20.0]]])
+    out, size = merge.bipartite_merge(x, torch.ones(1, 4, 1), keys, prefix=0, r=1)
+    # token 0 (cosine 1 with token 1) merges into token 1; token 2 (cosine 0.6 with token 3) stays
+    assert out[0, :, 0].tolist() == [10.0, 2.0, 20.0] and size[0, :, 0].tolist() == [1.0, 2.0, 1.0]
