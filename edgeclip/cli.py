@@ -14,7 +14,7 @@ from edgeclip.exporter.quantize.onnxruntime_static import CALIBRATIONS
 from edgeclip.exporter.routes import choices as route_choices
 from edgeclip.runtimes.cpu_features import usable_cores
 
-FORMAT_CHOICES = ["onnx", "ptl", "pte", "all"]
+FORMAT_CHOICES = ["onnx", "ptl", "pte", "pt2", "all"]
 
 
 class _Group(click.Group):
@@ -180,16 +180,17 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
               help="Where the artifact will run [cuda for --quant fp16/bf16, else cpu]; fp16 needs cuda; bf16 runs on "
                    "cuda, or on cpu where the CPU has AMX-BF16 / AVX512-BF16 (.ptl, oneDNN).")
 @click.option("--format", "formats", multiple=True,
-              help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx]. auto: export the CPU "
-                   "routes (fp32 / int8 .onnx, .pte, .ptl), bench them here and keep the fastest within 0.3 top-1 points "
-                   "of fp32 (--target cpu).")
+              help=f"{', '.join(route_choices('format'))} or all; repeat or comma-separate [onnx]. all: every format "
+                   "of the precision except pt2 (x86 int8 compiled for this CPU; needs g++: name it). auto: export the CPU "
+                   "routes (fp32 / int8 .onnx, .pte, .ptl; int8 .pt2 where g++ is here), bench them here and keep the "
+                   "fastest within 0.3 top-1 points of fp32 (--target cpu).")
 @click.option("--data", default=None, help="Labelled set for class names and verification images [fashion-mnist]; e.g. cifar100:/path, folder:/path.")
 @click.option("--labels", type=click.Path(), default=None, help="Class names file (one per line or a JSON list), instead of the dataset's.")
 @click.option("--calib-data", default=None, help="Calibration images (a train split or folder, never the eval split).")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration images [256].")
 @click.option("--calib-method", type=click.Choice(CALIBRATIONS), default=None,
               help="static int8 activation ranges. .onnx: onnxruntime's calibrator [percentile]; .pte / .ptl: their "
-                   "HistogramObserver unless auto. auto (every format): per tensor, the range (minmax / percentile / "
+                   "HistogramObserver unless auto. auto (every format but .pt2): per tensor, the range (minmax / percentile / "
                    "entropy or histogram search / MSE clip) with the lowest output-weighted error on the calibration images.")
 @click.option("--bias-correction/--no-bias-correction", default=None,
               help="static int8 .onnx: shift each int8 Linear's bias so its mean output on the calibration images equals "

@@ -21,10 +21,12 @@ from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.manifest import Artifact, open_artifact, write_manifest
 
 # (quant, scheme, backend, formats): every CPU route whose file runs on x86/ARM CPUs through its runtime; the
-# TorchScript-lite int8 engine is x86's (qnnpack is for phones, 0.46x eager here), fp32 .ptl is eager's speed
+# TorchScript-lite int8 engine is x86's (qnnpack is for phones, 0.46x eager here), fp32 .ptl is eager's speed.  The
+# .pt2 package is tried only where this machine can build it (x86 with a C++ compiler: the route's own check)
 CANDIDATES = (("none", None, None, ("onnx", "pte")),
               ("int8", "dynamic", None, ("onnx", "pte")),
-              ("int8", "dynamic", "x86", ("ptl",)))
+              ("int8", "dynamic", "x86", ("ptl",)),
+              ("int8", "dynamic", "x86", ("pt2",)))
 MAX_DROP = 0.3          # top-1 points below the fp32 eager model on the bench images (the issue's bar for speed routes)
 LIMIT = 1000            # images the bench scores each candidate on
 
@@ -38,7 +40,8 @@ def default_timing():
 
 
 def candidates(recipe: ExportRecipe) -> list[ExportRecipe]:
-    """The recipes to try: all of ``CANDIDATES``, or only int8 ones (of the recipe's scheme) when it asks for int8."""
+    """The recipes to try: all of ``CANDIDATES`` this machine can build, or only int8 ones (of the recipe's scheme)
+    when it asks for int8."""
     if recipe.target not in (None, "cpu"):
         raise EdgeclipError(f"--format auto measures the candidates on this machine's CPU, so it needs --target cpu (got "
                             f"{recipe.target}); for a phone, export --format pte --quant int8 and bench it on the device")
@@ -52,7 +55,11 @@ def candidates(recipe: ExportRecipe) -> list[ExportRecipe]:
             continue
         if quant == "int8" and recipe.scheme == "static":
             scheme = "static"
-        out.append(replace(recipe, quant=quant, scheme=scheme, backend=backend, formats=formats, target="cpu").validated())
+        cand = replace(recipe, quant=quant, scheme=scheme, backend=backend, formats=formats, target="cpu").validated()
+        try:
+            out.append(cand.check_machine())
+        except EdgeclipError:       # e.g. no C++ compiler for .pt2: the other candidates still are
+            continue
     return out
 
 

@@ -21,7 +21,7 @@ from edgeclip.errors import EdgeclipError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-MODEL_FILES = {"onnx": "model.onnx", "ptl": "model.ptl", "pte": "model.pte"}
+MODEL_FILES = {"onnx": "model.onnx", "ptl": "model.ptl", "pte": "model.pte", "pt2": "model.pt2"}
 
 
 @dataclass(frozen=True)

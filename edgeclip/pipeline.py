@@ -43,7 +43,7 @@ def export(model: str | torch.nn.Module | None = None, example_input: torch.Tens
 
         one = partial(export, model, example_input, preprocess=preprocess, labels=labels, model_kwargs=model_kwargs)
         return [export_fastest(one, recipe, progress=progress)]
-    recipe = recipe.validated()
+    recipe = recipe.validated().check_machine()   # a route this machine cannot compile: refused before any work
     check_out_dir(Path(recipe.out))  # an unusable --out is refused before minutes of work, not after
     with torch_threads(recipe.threads):
         return _export(model, example_input, recipe, preprocess, labels, progress, model_kwargs)

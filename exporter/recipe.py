@@ -64,7 +64,8 @@ class ExportRecipe:
     out: str = "out"
     name: str | None = None
     templates: list[str] | None = field(default=None)
-    calib_method: str = "percentile"      # static: minmax | entropy | percentile (onnxruntime) | auto (per tensor, every format)
+    calib_method: str = "percentile"      # static: minmax | entropy | percentile (onnxruntime) | auto (per tensor, every
+                                          # format but .pt2)
     keep_float: tuple[str, ...] = ()      # onnxruntime static: node names kept in float
     bias_correction: bool = False         # onnxruntime static: correct each int8 Linear's mean output shift
     sensitive_float: int = 3              # onnxruntime static: also keep the K nodes with the worst measured error float
@@ -93,8 +94,10 @@ class ExportRecipe:
             r = replace(self, formats=("ptl",))     # the one format with CPU bf16 kernels (oneDNN through the lite interpreter)
         else:
             r = replace(self, formats=(format_of_backend(self.backend) if self.backend in choices("backend") else "onnx",))
-        if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format)
-            r.formats = tuple(f for f in choices("format") if any(k[0] == f and k[1] == r.quant for k in supported()))
+        if "all" in r.formats:  # every format that can serve this precision (a --backend applies to its own format),
+            # except those built only when named (.pt2: compiled for this CPU with a C++ compiler, ~20 s and up each)
+            r.formats = tuple(f for f in choices("format") if any(x.format == f and x.quant == r.quant and x.in_all
+                                                                   for x in routes()))
         for f in r.formats:
             if f == "auto":
                 raise EdgeclipError("--format auto measures the CPU routes and keeps the fastest: use it alone, not with "
@@ -173,6 +176,9 @@ class ExportRecipe:
         if r.bias_correction and (r.scheme != "static" or r.formats != ("onnx",)):
             raise EdgeclipError("--bias-correction applies to --quant int8 --scheme static --format onnx only (the .pte and "
                                 ".ptl quantizers fold their biases into int8 kernels); drop it or export that format alone")
+        if r.calib_method == "auto" and r.scheme == "static" and "pt2" in r.formats:
+            raise EdgeclipError("--calib-method auto is not available for .pt2 (its static ranges are the x86 quantizer's "
+                                "HistogramObserver): drop --calib-method, or export --format pte / onnx / ptl with it")
         if r.fused_attention and "onnx" not in r.formats:
             raise EdgeclipError("--fused-attention writes onnxruntime's MultiHeadAttention op into .onnx files; ExecuTorch "
                                 "and TorchScript-lite have their own attention kernels: drop it or add --format onnx")
@@ -201,6 +207,16 @@ class ExportRecipe:
                 raise EdgeclipError(self._refusal(f, backend, r))
         return r
 
+    def check_machine(self) -> "ExportRecipe":
+        """Refuse (before any model is loaded) a route this machine cannot build, e.g. a ``.pt2`` without a C++
+        compiler; kept out of ``validated()`` so a recipe read back from a manifest validates on any machine."""
+        for f in self.formats or ():
+            route = find(f, self.quant, self.scheme, self.backend_for(f))
+            why = route.unavailable_here() if route is not None else None
+            if why:
+                raise EdgeclipError(f"--format {f} --quant {self.quant}: {why}")
+        return self
+
     @property
     def torch_calib_method(self) -> str:
         """The .pte / .ptl static quantizers' activation-range rule: "auto" (per tensor, by output-weighted error)
@@ -223,7 +239,7 @@ class ExportRecipe:
 
     def _refusal(self, fmt: str, backend: str, r: "ExportRecipe") -> str:
         asked = f"--format {fmt} --quant {r.quant}" + (f" --scheme {r.scheme}" if r.scheme else "") + f" --backend {backend}"
-        if format_of_backend(backend) != fmt:
+        if not any(x.format == fmt and x.backend == backend for x in routes()):   # a backend of another format
             why = f"the {backend} backend builds {MODEL_KIND[format_of_backend(backend)]} files, not {MODEL_KIND[fmt]}"
         else:
             why = refusal_reason(fmt, r.quant, backend)
@@ -278,7 +294,8 @@ class ExportRecipe:
         return cls.from_dict(d.get("recipe", d))
 
 
-MODEL_KIND = {"onnx": "ONNX (.onnx)", "ptl": "TorchScript-lite (.ptl)", "pte": "ExecuTorch (.pte)"}
+MODEL_KIND = {"onnx": "ONNX (.onnx)", "ptl": "TorchScript-lite (.ptl)", "pte": "ExecuTorch (.pte)",
+              "pt2": "AOTInductor (.pt2)"}
 
 
 def support_table() -> list[dict]:

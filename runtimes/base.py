@@ -22,7 +22,7 @@ class Session(Protocol):
 
 _ADAPTERS: dict[str, Callable[..., Session]] = {}
 _MODULES = {"onnx": "edgeclip.runtimes.onnxruntime_cpu", "ptl": "edgeclip.runtimes.lite_interpreter",
-            "pte": "edgeclip.runtimes.executorch_runtime"}   # imported on first use; importing registers
+            "pte": "edgeclip.runtimes.executorch_runtime", "pt2": "edgeclip.runtimes.aoti_runtime"}   # imported on first use
 
 
 def register(fmt: str):

@@ -75,13 +75,14 @@ _keep_freed_memory()
 
 # Test files that take the longest (measured 2026-12-06, fourth session, suite on 2 cores: tests/test_fixture_int8_matrix.py
 # ~150 s, test_fixture_accuracy.py ~110 s, models/test_families.py ~85 s, test_packaging.py ~52 s,
-# exporter/test_executorch.py ~50 s, test_reliability.py ~39 s, benchmarks/test_bench.py ~38 s).  They go first so the short files fill in around
+# exporter/test_executorch.py ~50 s, test_reliability.py ~39 s, benchmarks/test_bench.py ~38 s; exporter/test_pt2.py ~25-30 s
+# alone, 2026-12-07, one AOTInductor compile).  They go first so the short files fill in around
 # them (longest-first scheduling): started late (at 213 s and 376 s of a 534 s run), the matrix and the fixture
 # accuracy file left one worker running alone at the end.  pytest-xdist 3.x hands out files largest test count
 # first unless told not to, which put the matrix (6 tests) behind files of many quick parametrized tests;
 # ``pytest_configure`` turns that off.
 LONGEST_FIRST = ("test_fixture_int8_matrix.py", "test_families.py", "test_fixture_accuracy.py", "test_packaging.py",
-                 "test_executorch.py", "test_reliability.py", "test_bench.py")
+                 "test_executorch.py", "test_reliability.py", "test_bench.py", "test_pt2.py")
 
 
 def pytest_configure(config):

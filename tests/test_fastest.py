@@ -36,12 +36,18 @@ def test_without_a_score_the_gates_are_the_bar():
         fastest.choose([BASE, _row("broken", 1.0, error="crash")], 0.3)
 
 
-def test_candidates_follow_the_recipe_and_refuse_what_auto_cannot_choose():
+def test_candidates_follow_the_recipe_and_refuse_what_auto_cannot_choose(monkeypatch):
+    from edgeclip.exporter.formats import aoti
+
+    monkeypatch.setattr(aoti, "toolchain_refusal", lambda: None)    # an x86 machine with a C++ compiler
     every = fastest.candidates(ExportRecipe())
-    assert [(c.quant, c.formats) for c in every] == [("none", ("onnx", "pte")), ("int8", ("onnx", "pte")), ("int8", ("ptl",))]
-    assert every[2].backend == "x86" and all(c.target == "cpu" for c in every)
+    assert [(c.quant, c.formats) for c in every] == [("none", ("onnx", "pte")), ("int8", ("onnx", "pte")), ("int8", ("ptl",)),
+                                                     ("int8", ("pt2",))]
+    assert every[2].backend == every[3].backend == "x86" and all(c.target == "cpu" for c in every)
     static = fastest.candidates(ExportRecipe(quant="int8", scheme="static"))
-    assert [c.quant for c in static] == ["int8", "int8"] and all(c.scheme == "static" for c in static)
+    assert [c.quant for c in static] == ["int8"] * 3 and all(c.scheme == "static" for c in static)
+    monkeypatch.setattr(aoti, "toolchain_refusal", lambda: "no C++ compiler")    # .pt2 only where it can be compiled
+    assert [c.formats for c in fastest.candidates(ExportRecipe())] == [("onnx", "pte"), ("onnx", "pte"), ("ptl",)]
     for kw, needle in ((dict(target="mobile"), "needs --target cpu"), (dict(quant="fp16"), "drop --quant fp16"),
                        (dict(backend="onnxruntime"), "drop --backend")):
         with pytest.raises(EdgeclipError, match=needle):

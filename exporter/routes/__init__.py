@@ -1,6 +1,6 @@
 """Export routes: every (format, precision, scheme, backend) that edgeclip can build, one registered producer each.
 
-A format module here (``onnx``, ``ptl``, ``pte``) registers its routes and the reasons it refuses what it
+A format module here (``onnx``, ``ptl``, ``pte``, ``pt2``) registers its routes and the reasons it refuses what it
 cannot build; everything else is derived from this registry: ``ExportRecipe.validated()`` (refusals naming
 routes that do exist), ``edgeclip formats``, the CLI's ``--quant`` / ``--backend`` / ``--format`` choices and
 the producer ``write_artifact`` calls.  Adding a route is one registration next to its producer.
@@ -13,7 +13,7 @@ too, but lives inside its writer, which must capture the graph it quantizes with
 
 from .base import (FileRewrite, ModelRewrite, ModelWriter, Route, choices, file_route, find, model_route, refusal_reason, refuse,
                    register, route_of, routes)
-from . import onnx, ptl, pte  # noqa: E402,F401  # registration, in the order `edgeclip formats` lists them
+from . import onnx, ptl, pte, pt2  # noqa: E402,F401  # registration, in the order `edgeclip formats` lists them
 
 __all__ = ["FileRewrite", "ModelRewrite", "ModelWriter", "Route", "choices", "file_route", "find", "model_route", "refusal_reason",
            "refuse", "register", "route_of", "routes"]

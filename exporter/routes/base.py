@@ -51,7 +51,9 @@ class Route:
     """One buildable artifact kind.  ``scheme`` is None for float routes; ``produce(subject, recipe, stage)``
     writes the model file into ``stage`` and returns the manifest's ``quantization`` facts.  ``level``:
     "model" when the precision is applied to the torch module before the file is written (torch.ao, PT2E,
-    half casts), "file" when a written file is rewritten (onnxruntime's quantizers, fp16 conversion)."""
+    half casts), "file" when a written file is rewritten (onnxruntime's quantizers, fp16 conversion).
+    ``machine``: a check of the exporting machine, run before any model is loaded (``ExportRecipe.check_machine``),
+    for routes that compile for the CPU they are exported on."""
 
     format: str
     quant: str
@@ -61,6 +63,12 @@ class Route:
     produce: Producer
     level: str = "model"
     mobile: bool = False        # what phones run: ``bench --target mobile`` measures these
+    machine: Callable[[], str | None] | None = None   # can this machine build it? None if so, else why not + the fix
+    in_all: bool = True         # ``--format all`` builds it (False: only when its format is named)
+
+    def unavailable_here(self) -> str | None:
+        """Why the exporting machine cannot build this route (a compiler it lacks, another CPU), or None."""
+        return self.machine() if self.machine is not None else None
 
     @property
     def key(self) -> tuple[str, str, str | None, str]:
