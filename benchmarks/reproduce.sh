@@ -22,6 +22,10 @@ edgeclip export $V --format all > /dev/null
 edgeclip export $V --format all --quant int8 --backend fbgemm > /dev/null
 edgeclip export $V --format all --quant int8 --scheme static --backend fbgemm --calib-size 64 --sensitive-float 0 > /dev/null
 edgeclip export $V --format ptl --quant int8 --backend qnnpack > /dev/null
+# x86 with g++ only: the AOTInductor int8 package (the fastest file on the 2026-12-07 EPYC, benchmarks/README.md ".pt2")
+if [ "$(uname -m)" = x86_64 ] && command -v "${CXX:-g++}" > /dev/null; then
+  edgeclip export $V --format pt2 --quant int8 --scheme static > /dev/null
+fi
 edgeclip bench --out "$W/vitb32" --peers --threads "$THREADS" --limit 64 --rounds 10 --reps 5 --batch 16 \
   --report-dir benchmarks/results/vitb32_cpu
 
