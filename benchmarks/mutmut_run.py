@@ -68,6 +68,14 @@ EQUIVALENT: dict[str, str] = {
         "the size bias also in the first merging block (size_in False): its sizes are all 1, log 1 = 0, the bias adds zeros",
     "edgeclip.exporter.compress.merge.xǁTokenMergeBlockǁforward__mutmut_25":
         "unsqueeze(2) for unsqueeze(1) on [B, 1, N]: both give [B, 1, 1, N]",
+    "edgeclip.benchmarks.sweep.x_series_points__mutmut_1":
+        "patches default 1 for 0: merge_rs(0, n) and merge_rs(1, n) are both [1]",
+    "edgeclip.benchmarks.sweep.x_plan__mutmut_24": "the same, for a family without a token layout (patches 1 for 0)",
+    "edgeclip.benchmarks.sweep.x_plan__mutmut_5":
+        "'vision' in towers forced true: every family edgeclip loads has a vision tower (the else branch is unreachable)",
+    "edgeclip.benchmarks.sweep.x_plan__mutmut_9": "the same branch's value (1 for 0)",
+    "edgeclip.benchmarks.sweep.x_plan__mutmut_19": "image_tokens asked even without vision blocks: unreachable, as above",
+    "edgeclip.benchmarks.sweep.x_plan__mutmut_22": "the same branch's value (1 for 0)",
 }
 
 
