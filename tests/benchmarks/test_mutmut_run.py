@@ -23,10 +23,12 @@ def test_kill_rate_counts_survivors_and_untested_but_not_listed_equivalents(tmp_
     meta = tmp_path / "mutants" / "edgeclip" / "m.py.meta"
     meta.parent.mkdir(parents=True)
     codes = {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 1, "m.x_f__mutmut_3": 0, "m.x_f__mutmut_4": 33,
-             "m.x_f__mutmut_5": 0, "m.x_f__mutmut_6": 36}
+             "m.x_f__mutmut_5": 0, "m.x_f__mutmut_6": 36, "m.x_f__mutmut_7": None}
     meta.write_text(json.dumps({"exit_code_by_key": codes}))
     monkeypatch.setattr(mr, "EQUIVALENT", {"m.x_f__mutmut_5": "same value"})
     s = mr.summarise(tmp_path)
-    assert s["mutants"] == 6 and s["killed"] == 3                       # two failing runs and a timeout
+    assert s["mutants"] == 7 and s["killed"] == 2                       # two failing runs; a timeout is not a kill
     assert s["survivors"] == ["m.x_f__mutmut_3", "m.x_f__mutmut_4"]     # "no tests" is a survivor, not a pass
-    assert s["equivalent"] == ["m.x_f__mutmut_5"] and s["kill_rate"] == 60.0   # 3 / (6 - 1)
+    assert s["timeouts"] == ["m.x_f__mutmut_6"]
+    # 2 / (7 - 1 equivalent - 1 not run yet): the timeout stays in the denominator until a rerun decides it
+    assert s["equivalent"] == ["m.x_f__mutmut_5"] and s["kill_rate"] == 40.0
