@@ -167,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(s, indent=2))
     else:
         print(f"{s['mutants']} mutants: " + ", ".join(f"{v} {k}" for k, v in sorted(s["by_status"].items())))
-        print(f"kill rate {s['kill_rate']} % (killed / mutants not listed as equivalent); "
+        print(f"kill rate {s['kill_rate']} % (killed / mutants run and not listed as equivalent); "
               f"{len(s['equivalent'])} equivalent, {len(s['survivors'])} survivors")
         for n in s["survivors"]:
             print("  survived:", n)
+        for n in s["timeouts"]:
+            print("  timed out (rerun to decide):", n)
     return 0 if s["kill_rate"] is not None and s["kill_rate"] >= a.min_kill_rate else 1
 
 
