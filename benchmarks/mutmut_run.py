@@ -58,9 +58,11 @@ EQUIVALENT: dict[str, str] = {
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_94":
         "a missing recorded cosine read as -2.0 instead of -1.0: both below every rule, so both read as tampered",
     "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_103": "the same for a missing recorded agreement (-2.0 for -1.0)",
-    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_45":
+    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_48":
         "threshold -2.0 for -1.0 when nothing is pruned (k = 0): any negative threshold keeps every weight (|w| >= 0)",
-    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_59": "the same, per layer",
+    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_62": "the same, per layer",
+    "edgeclip.exporter.compress.sparsity.x_apply__mutmut_9":
+        "the towers a model has, joined by 'XX, XX': a model lacks a tower only when it has one (vision), so one name",
     "edgeclip.exporter.compress.merge.x_bipartite_merge__mutmut_66":
         "torch.arange(nb, device=None) for device=x.device: the same tensor on the CPU, where merging runs and is exported",
     "edgeclip.exporter.compress.merge.x_bipartite_merge__mutmut_68": "the same, device argument dropped",

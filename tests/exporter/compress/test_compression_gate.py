@@ -172,3 +172,22 @@ def test_worst_pass_names_the_first_of_equal_steps():
 def test_towers_touched_is_what_the_passes_change(recipe, touched):
     """What a text-encoder export checks before it runs passes that would change the vision tower."""
     assert recipe.towers_touched() == touched and recipe.active is bool(touched)
+
+
+@pytest.mark.parametrize("recipe, parts", [
+    (CompressRecipe(svd_ratio=0.5), ["svd0.5"]),
+    (CompressRecipe(svd_energy=0.9), ["svde0.9"]),
+    (CompressRecipe(svd_rank=16), ["svdr16"]),
+    (CompressRecipe(prune_blocks=["vision:0,1", "text:auto:2"]), ["pbv2", "pbt2"]),
+    (CompressRecipe(prune_blocks=["text:3"]), ["pbt1"]),
+    (CompressRecipe(prune_blocks=["vision:auto:3"]), ["pbv3"]),
+    (CompressRecipe(mlp_keep=0.5, heads_keep=0.75), ["mlp0.5", "heads0.75"]),
+    (CompressRecipe(mlp_keep=1.0, heads_keep=1.0, token_keep=1.0), []),
+    (CompressRecipe(sparsity=0.3, token_keep=0.7, token_merge=4, heal_steps=300), ["sp0.3", "tok0.7", "tome4", "heal300"]),
+])
+def test_tag_names_each_pass_and_hashes_every_field(recipe, parts):
+    """The artifact folder name: readable parts for what ran, then a hash so two recipes never share a folder."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:4]
+    assert recipe.tag() == "-".join([*parts, digest])
