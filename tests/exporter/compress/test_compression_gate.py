@@ -191,3 +191,9 @@ def test_tag_names_each_pass_and_hashes_every_field(recipe, parts):
 
     digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:4]
     assert recipe.tag() == "-".join([*parts, digest])
+
+
+def test_cost_needs_both_top1s_and_keeps_four_decimals():
+    assert gate.cost_of({"top1_uncompressed": 88.123456, "top1_compressed": 86.888888}) == gate.Cost(1.2346, "top1_drop_pt")
+    assert gate.cost_of({"top1_compressed": 80.0, "top1_agreement": 0.987654}) == gate.Cost(1.2346, "changed_answers_pt")
+    assert gate.cost_of({"top1_uncompressed": 80.0, "top1_agreement": 0.5}) == gate.Cost(50.0, "changed_answers_pt")

@@ -149,3 +149,17 @@ def test_matching_is_by_direction_not_by_key_length():
     out, size = merge.bipartite_merge(x, torch.ones(1, 4, 1), keys, prefix=0, r=1)
     # token 0 (cosine 1 with token 1) merges into token 1; token 2 (cosine 0.6 with token 3) stays
     assert out[0, :, 0].tolist() == [10.0, 2.0, 20.0] and size[0, :, 0].tolist() == [1.0, 2.0, 1.0]
+
+
+def test_merge_report_and_refusals_name_their_flag(clip, monkeypatch):
+    from edgeclip.exporter.compress import tokens
+    from edgeclip.exporter.compress.report import n_params
+
+    merged, rep = merge.apply(clip, MergeConfig(r=2))
+    assert rep.name == "token-merge" and rep.params_before == rep.params_after == n_params(merged)
+    assert rep.extra["r"] == 2 and set(rep.extra) >= {"r", "blocks", "method"}
+    with pytest.raises(EdgeclipError, match="^token merging was already applied to this model$"):
+        merge.apply(merged, MergeConfig(r=2))
+    monkeypatch.setattr(tokens, "refusal", lambda t, what: "this family has no token layout")
+    with pytest.raises(EdgeclipError, match="^--token-merge: this family has no token layout; use SVD or block pruning"):
+        merge.apply(clip, MergeConfig(r=2))
