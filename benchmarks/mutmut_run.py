@@ -78,6 +78,10 @@ EQUIVALENT: dict[str, str] = {
     "edgeclip.benchmarks.sweep.x_plan__mutmut_9": "the same branch's value (1 for 0)",
     "edgeclip.benchmarks.sweep.x_plan__mutmut_19": "image_tokens asked even without vision blocks: unreachable, as above",
     "edgeclip.benchmarks.sweep.x_plan__mutmut_22": "the same branch's value (1 for 0)",
+    "edgeclip.exporter.fidelity.x_compare__mutmut_16":
+        "argmax(+1) for argmax(-1) on [N, classes] logits: the same axis (the classifier's outputs are 2-D)",
+    "edgeclip.exporter.fidelity.x_compare__mutmut_22": "the same, on the candidate's logits",
+    "edgeclip.exporter.fidelity.x_cosine_rows__mutmut_2": "astype(None) for astype(float64): numpy reads None as float64",
 }
 
 

@@ -240,3 +240,28 @@ def test_a_manifest_missing_one_bar_is_tampered(kept):
     m["fidelity_threshold"] = {kept: m["fidelity_threshold"][kept]}
     with pytest.raises(EdgeclipError, match="tampered"):
         trusted_bar(m, random_weights=False)
+
+
+def test_compare_reports_every_measure_exactly():
+    """The record the fidelity gate and the manifest read: computed by hand for two rows."""
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=np.float32)
+    cand = np.array([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]], dtype=np.float32)    # row 1 changes its answer
+    f = fidelity.compare(ref, cand, "two rows")
+    cos = [1 / np.sqrt(1.25), 0.5 / np.sqrt(1.25)]
+    assert (f.samples, f.top1_agreement, f.inputs, f.device) == (2, 0.5, "two rows", "cpu")
+    assert f.max_abs_err == 1.5 and f.mean_cosine == pytest.approx(np.mean(cos)) and f.min_cosine == pytest.approx(cos[1])
+    assert fidelity.compare(ref, cand, "x", classification=False, device="cuda").top1_agreement is None
+    assert fidelity.compare(ref, cand, "x", device="cuda").device == "cuda"
+    with pytest.raises(ValueError, match=r"output shapes differ: reference \(2, 3\), artifact \(2, 2\)"):
+        fidelity.compare(ref, cand[:, :2], "x")
+
+
+def test_a_file_exactly_at_the_bar_passes_and_the_failure_lines_are_exact():
+    bar = Threshold(0.98, 0.97)
+    at = fidelity.Fidelity(8, 0.1, 0.98, 0.9, 0.97, "x")
+    assert bar.failures(at, random_weights=False) == []
+    below = fidelity.Fidelity(8, 0.1, 0.97, 0.9, 0.875, "x")
+    assert bar.failures(below, random_weights=False) == ["mean cosine 0.97000 < 0.98", "top-1 agreement 87.50% < 97.0%"]
+    assert bar.failures(below, random_weights=True) == ["mean cosine 0.97000 < 0.98"]   # agreement waived, cosine not
+    assert bar.to_dict(below, random_weights=True) == {"min_cosine": 0.98, "min_top1_agreement": 0.97,
+                                                        "agreement_enforced": False}

@@ -197,3 +197,17 @@ def test_cost_needs_both_top1s_and_keeps_four_decimals():
     assert gate.cost_of({"top1_uncompressed": 88.123456, "top1_compressed": 86.888888}) == gate.Cost(1.2346, "top1_drop_pt")
     assert gate.cost_of({"top1_compressed": 80.0, "top1_agreement": 0.987654}) == gate.Cost(1.2346, "changed_answers_pt")
     assert gate.cost_of({"top1_uncompressed": 80.0, "top1_agreement": 0.5}) == gate.Cost(50.0, "changed_answers_pt")
+
+
+def test_decide_records_measure_value_and_bar_exactly():
+    v = {"top1_uncompressed": 80.0, "top1_compressed": 78.5}
+    assert gate.decide(v, gate.CostBar(1.0, "--max-drop"), False) == {
+        "measure": "top1_drop_pt", "value": 1.5, "bar_max_drop_pt": 1.0, "bar_source": "--max-drop", "passed": False}
+    assert gate.decide(v, gate.CostBar(2.0, "--accept-drop"), False) == {
+        "measure": "top1_drop_pt", "value": 1.5, "bar_max_drop_pt": 2.0, "bar_source": "--accept-drop", "passed": True,
+        "accepted_by_user": True}
+    enc = gate.decide({"top1_agreement": None, "mean_cosine": 0.95}, gate.CostBar(1.0, "default"), False)
+    assert enc == {"measure": "mean_cosine", "value": 0.95, "bar_max_drop_pt": 1.0, "bar_source": "default",
+                   "bar_min_cosine": gate.ENCODER_MIN_COSINE, "passed": True}        # exactly at the cosine bar passes
+    assert gate.over(gate.Cost(0.9499, "mean_cosine"), gate.CostBar(1.0, "default"))
+    assert not gate.over(gate.Cost(0.5, "mean_cosine"), gate.CostBar(100, "--accept-drop"))
