@@ -105,14 +105,12 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     """PT2E int8 for Inductor's x86 kernels: the converted (Q/DQ) GraphModule and its facts.  ``static``:
     activation ranges observed (HistogramObserver) on ``calib``; ``dynamic``: per-tensor ranges per call."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    from edgeclip.exporter.quantize.pt2e_xnnpack import check_calibration
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if scheme == "static":
-        if calib is None or len(calib) == 0:
-            raise EdgeclipError("static int8 needs calibration inputs; pass --calib-data SPEC (a train split or a folder)")
-        if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
-            raise EdgeclipError(f"calibration inputs have shape {tuple(calib.shape[1:])} per sample but the model "
-                                f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
+        check_calibration(calib, example)
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config(is_dynamic=scheme == "dynamic"))
     for name in float_layers:   # accuracy control / --float-layer: these modules get no annotation

@@ -29,6 +29,15 @@ SCHEMES = ("static", "dynamic")
 CALIB_BATCH = 128   # HistogramObserver costs ~25 ms per observer per call: few large batches are ~3x faster than many small
 
 
+def check_calibration(calib, example) -> None:
+    """Static int8 needs calibration inputs shaped like the model's input (shared by the PT2E quantizers: XNNPACK
+    here, x86 Inductor in formats/aoti.py)."""
+    if calib is None or len(calib) == 0:
+        raise EdgeclipError("static int8 needs calibration inputs; pass --calib-data SPEC (a train split or a folder)")
+    if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
+        raise EdgeclipError(f"calibration inputs have shape {tuple(calib.shape[1:])} per sample but the model "
+                            f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
+
 def _q_dq_counts(gm: torch.fx.GraphModule) -> dict[str, int]:
     ops: Counter = Counter()
     for n in gm.graph.nodes:
@@ -107,11 +116,7 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     if scheme not in SCHEMES:
         raise EdgeclipError(f"unknown int8 scheme {scheme!r} for XNNPACK; use static or dynamic")
     if scheme == "static":
-        if calib is None or len(calib) == 0:
-            raise EdgeclipError("static int8 needs calibration inputs; pass --calib-data SPEC (a train split or a folder)")
-        if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
-            raise EdgeclipError(f"calibration inputs have shape {tuple(calib.shape[1:])} per sample but the model "
-                                f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
+        check_calibration(calib, example)
     module = module.eval()
     t0 = time.perf_counter()
     if dynamic_batch:   # batch 2 so torch.export does not specialise the batch size to 1
