@@ -189,6 +189,28 @@ def copy_fp32_onnx(onnx_pair: Path, dst: Path) -> Path:
     return Path(shutil.copytree(src, dst / src.name))
 
 
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair, in float64: computed here rather than by edgeclip's own fidelity code, so a round-trip
+    test does not grade the product with the function it tests."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_clip_dir, tiny_images):
+    """The tiny CLIP as edgeclip prepares it (zero-shot classifier module), its preprocessed evaluation images and its
+    eager fp32 logits: the reference a format's round trip is compared with."""
+    from edgeclip.models.datasets import load_dataset
+    from edgeclip.pipeline import prepare
+
+    ds = load_dataset(tiny_images)
+    prep = prepare(str(tiny_clip_dir), data=ds)
+    images = ds.tensors(prep.preprocess).numpy()
+    with torch.inference_mode():
+        ref = prep.module(torch.from_numpy(images)).numpy()
+    return prep.module, images, ref
+
+
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> str:
     """A labelled image-folder dataset: 3 classes x 6 real PNG files with class-dependent content."""

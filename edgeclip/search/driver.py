@@ -429,17 +429,14 @@ class Searching:
 def run_search(cfg: SearchConfig, progress: bool = False) -> dict:
     """Search, write ``search.json``, ``search.md``, ``search_pareto.png``, ``best.toml`` and ``best/<artifact>``
     into ``cfg.out``; returns the report.  Raises (after writing the report) when no artifact met the budget."""
+    from edgeclip.benchmarks.executor import RayExecutor, check_address
     from edgeclip.exporter.atomic import check_out_dir
+    from edgeclip.models.datasets import load_dataset
 
-    from edgeclip.benchmarks.executor import RayExecutor
     from .report import write_outputs
 
     cfg = cfg.validated()
-    from edgeclip.models.datasets import load_dataset
-
-    from edgeclip.benchmarks.executor import check_address
-
-    if cfg.ray_address:
+    if cfg.ray_address:     # before the out folder exists (RayExecutor checks again when it joins: a TCP connect)
         check_address(cfg.ray_address)
 
     load_dataset(cfg.data, "test")        # a missing dataset is refused here, not in every worker

@@ -7,6 +7,12 @@ FREE_BATCH_FIX = ("it turns the batch dimension into a Python int, e.g. len(x) o
                   "x.size(0) directly in tensor ops so the batch stays free")
 
 
+def batch_of_two(example):
+    """``example`` cut or repeated to exactly 2 rows: traced at batch 1, torch.export and the ONNX exporter specialise
+    the batch size to 1 (a constant they may fold), so every writer that keeps the batch free traces at 2."""
+    return example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+
+
 @contextlib.contextmanager
 def sdpa_replaced_by(fn):
     """While tracing, ``torch.nn.functional.scaled_dot_product_attention`` is ``fn``, so a writer can capture attention

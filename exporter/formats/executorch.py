@@ -55,7 +55,7 @@ import torch
 from edgeclip.errors import EdgeclipError, first_line
 from edgeclip.exporter.provenance import shared_provenance
 
-from . import FREE_BATCH_FIX, sdpa_replaced_by
+from . import FREE_BATCH_FIX, batch_of_two, sdpa_replaced_by
 
 DELEGATES = ("xnnpack", "portable")
 MAX_BATCH = 64          # upper bound of the free batch dim; memory is planned for it, the runtime chunks above it
@@ -374,7 +374,7 @@ def export_pte(module: torch.nn.Module, example: torch.Tensor, path: Path, *, qu
         facts["attention"] = f"{n_mha} nn.MultiheadAttention split into q/k/v Linears (same function)"
     module = module.eval()
     if dynamic_batch:
-        example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+        example = batch_of_two(example)
     else:
         example = example[:1]
 

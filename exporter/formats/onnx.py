@@ -18,7 +18,7 @@ import torch
 
 from edgeclip.errors import EdgeclipError, first_line
 
-from . import FREE_BATCH_FIX
+from . import FREE_BATCH_FIX, batch_of_two
 
 OPSET = 18
 
@@ -30,7 +30,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     ``fused_attention``: attention as onnxruntime's ``MultiHeadAttention`` contrib op (``onnx_attention``)."""
     module = module.eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    example = batch_of_two(example)
     noise = io.StringIO()
     table, tracing = None, contextlib.nullcontext()
     if fused_attention:

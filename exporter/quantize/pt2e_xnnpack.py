@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from edgeclip.errors import EdgeclipError, first_line
+from edgeclip.exporter.formats import batch_of_two
 
 SCHEMES = ("static", "dynamic")
 CALIB_BATCH = 128   # HistogramObserver costs ~25 ms per observer per call: few large batches are ~3x faster than many small
@@ -119,8 +120,8 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         check_calibration(calib, example)
     module = module.eval()
     t0 = time.perf_counter()
-    if dynamic_batch:   # batch 2 so torch.export does not specialise the batch size to 1
-        example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    if dynamic_batch:
+        example = batch_of_two(example)
     dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     from edgeclip.exporter.formats.executorch import sdpa_as_bmm
 

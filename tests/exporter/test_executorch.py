@@ -15,27 +15,13 @@ from edgeclip.manifest import Artifact, sha256_file  # noqa: E402
 from edgeclip.models.datasets import load_dataset  # noqa: E402
 from edgeclip.pipeline import prepare  # noqa: E402
 from edgeclip.runtimes.executorch_runtime import ExecuTorchSession, load_pte  # noqa: E402
-
-
-def _cosine(a, b):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+from conftest import row_cosine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_clip_dir, tiny_images):
-    ds = load_dataset(tiny_images)
-    prep = prepare(str(tiny_clip_dir), data=ds)
-    images = ds.tensors(prep.preprocess).numpy()
-    with torch.inference_mode():
-        ref = prep.module(torch.from_numpy(images)).numpy()
-    return prep.module, images, ref
-
-
-@pytest.fixture(scope="module")
-def artifacts(clf, tmp_path_factory):
+def artifacts(tiny_classifier, tmp_path_factory):
     """One .pte per (quant, scheme, delegate), written once for the whole module."""
-    module, images, _ = clf
+    module, images, _ = tiny_classifier
     out = tmp_path_factory.mktemp("pte")
     made = {}
     for key, kw in {"fp32": dict(), "int8-dynamic": dict(quant="int8", scheme="dynamic"),
@@ -48,8 +34,8 @@ def artifacts(clf, tmp_path_factory):
 
 
 @pytest.mark.parametrize("key", ["fp32", "int8-dynamic", "int8-static"])
-def test_xnnpack_round_trip(clf, artifacts, key):
-    _, images, ref = clf
+def test_xnnpack_round_trip(tiny_classifier, artifacts, key):
+    _, images, ref = tiny_classifier
     path, facts = artifacts[key]
     sess = load_pte(str(path), threads=1)
     assert sess.name == "executorch-xnnpack" and sess.delegate == "xnnpack"
@@ -58,7 +44,7 @@ def test_xnnpack_round_trip(clf, artifacts, key):
     if key == "fp32":
         assert np.abs(got - ref).max() < 1e-3
     else:
-        assert _cosine(got, ref).mean() > 0.98
+        assert row_cosine(got, ref).mean() > 0.98
     # delegation facts: XNNPACK takes most of the graph; LayerNorm stays on the portable kernels
     assert facts["delegate"] == "xnnpack" and facts["delegated_subgraphs"] >= 1
     assert facts["delegated_ops"] > facts["non_delegated_ops"] > 0
@@ -87,8 +73,8 @@ def test_quantization_facts(artifacts):
         assert artifacts[key][0].stat().st_size < 0.6 * fp32_size
 
 
-def test_portable_program(clf, artifacts):
-    _, images, ref = clf
+def test_portable_program(tiny_classifier, artifacts):
+    _, images, ref = tiny_classifier
     path, facts = artifacts["portable"]
     assert facts["delegate"] == "portable" and facts["delegated_ops"] == 0 and facts["delegated_subgraphs"] == 0
     assert facts["delegated_fraction"] == 0 and facts["non_delegated_ops"] > 0
@@ -118,8 +104,8 @@ def test_artifact_integrity_and_threads(artifacts, tmp_path):
         load_pte(Artifact(tmp_path, manifest))
 
 
-def test_static_batch_program_takes_any_batch(clf, tmp_path):
-    module, images, ref = clf
+def test_static_batch_program_takes_any_batch(tiny_classifier, tmp_path):
+    module, images, ref = tiny_classifier
     path = tmp_path / "b1.pte"   # portable: the fastest to lower; the row loop is the runtime's, whatever the delegate
     facts = export_pte(module, torch.from_numpy(images[:1]), path, delegate="portable", dynamic_batch=False)
     assert facts["batch"] == 1 and facts["max_batch"] == 1
@@ -128,8 +114,8 @@ def test_static_batch_program_takes_any_batch(clf, tmp_path):
     assert np.abs(sess.run(images[:5]) - ref[:5]).max() < 1e-3
 
 
-def test_refusals(clf, tmp_path):
-    module, images, _ = clf
+def test_refusals(tiny_classifier, tmp_path):
+    module, images, _ = tiny_classifier
     x = torch.from_numpy(images[:2])
     with pytest.raises(EdgeclipError, match="calibration"):
         export_pte(module, x, tmp_path / "a.pte", quant="int8", scheme="static", calib=None)
@@ -157,7 +143,7 @@ def test_text_encoder_eot_pooling(tiny_clip_dir, tiny_images, tmp_path):
         assert np.abs(sess.run(tokens[i:i + 1]) - ref[i:i + 1]).max() < 1e-3
 
 
-def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, monkeypatch):
+def test_program_that_cannot_be_built_is_one_line_and_no_file(tiny_classifier, tmp_path, monkeypatch):
     """to_executorch failing (as EVA-02's int8 program did: quantize ops left outside XNNPACK) is one line
     naming the cause and the formats that work, and no .pte is left behind."""
     from executorch.exir import EdgeProgramManager
@@ -166,7 +152,7 @@ def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, mon
         raise RuntimeError("Missing out variants: {'quantized_decomposed::quantize_per_tensor'}\nmore detail")
 
     monkeypatch.setattr(EdgeProgramManager, "to_executorch", refuse)
-    module, images, _ = clf
+    module, images, _ = tiny_classifier
     path = tmp_path / "x.pte"
     with pytest.raises(EdgeclipError) as e:
         export_pte(module, torch.from_numpy(images[:1]), path, delegate="portable", dynamic_batch=False)
@@ -174,14 +160,14 @@ def test_program_that_cannot_be_built_is_one_line_and_no_file(clf, tmp_path, mon
     assert "Missing out variants" in str(e.value) and "--format onnx or ptl" in str(e.value) and not path.exists()
 
 
-def test_running_a_pte_does_not_import_the_compiler(clf, artifacts, tmp_path):
+def test_running_a_pte_does_not_import_the_compiler(tiny_classifier, artifacts, tmp_path):
     """A process that only runs a .pte (an app, a bench worker whose RSS is reported as the runtime's) loads
     ExecuTorch's runtime without executorch.exir (5.5 s and the compiler's memory); the compiler still
     imports in full afterwards in the same process."""
     import subprocess
     import sys
 
-    _, images, ref = clf
+    _, images, ref = tiny_classifier
     path, _ = artifacts["fp32"]
     code = (
         "import sys, numpy as np\n"
@@ -199,10 +185,10 @@ def test_running_a_pte_does_not_import_the_compiler(clf, artifacts, tmp_path):
     assert np.abs(np.load(npy) - ref[:3]).max() < 1e-3
 
 
-def test_int4_8da4w_program_quantizes_linears_and_honours_float_layers(clf, artifacts, tmp_path):
+def test_int4_8da4w_program_quantizes_linears_and_honours_float_layers(tiny_classifier, artifacts, tmp_path):
     """torchao 8da4w lowered to XNNPACK: every Linear whose width divides by the group gets int4 weights, a named
     float layer stays float, and the program is smaller than the int8 one and still the model (cosine)."""
-    module, images, ref = clf
+    module, images, ref = tiny_classifier
     from edgeclip.exporter.quantize.attention import split_attention
 
     split = split_attention(module)
@@ -215,7 +201,7 @@ def test_int4_8da4w_program_quantizes_linears_and_honours_float_layers(clf, arti
     assert facts["int4_linears"] == len(even) - 1 and facts["float_linears"]["float_layers"] == [keep]
     assert path.stat().st_size < 0.6 * artifacts["fp32"][0].stat().st_size   # width-64 toy: the float share is large
     got = load_pte(str(path), threads=1).run(images)
-    assert _cosine(got, ref).mean() > 0.97
+    assert row_cosine(got, ref).mean() > 0.97
 
 
 class _LinearThenRuntimeWeight(torch.nn.Module):
