@@ -16,19 +16,39 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16
 BF16_UNITS = ("amx_bf16", "avx512_bf16", "bf16")   # oneDNN runs bf16 GEMMs natively on these (x86 AMX / AVX-512, ARM)
 
 
-def cpu_flags(cpuinfo: str | None = None) -> list[str]:
-    """The ``SPEED_FLAGS`` this CPU has, in that order (empty when /proc/cpuinfo cannot be read)."""
+# What each word of Inductor's vector ISA name (an AOTInductor package's ``AOTI_CPU_ISA``, e.g. "AVX512 AVX512_VNNI")
+# needs from the CPU: the -m flags its C++ was compiled with (torch/_inductor/cpu_vec_isa.py), as cpuinfo spells them.
+ISA_FLAGS = {"AVX2": ("avx2", "fma", "f16c"), "AVX512": ("avx512f", "avx512dq", "avx512vl", "avx512bw", "fma"),
+             "AVX512_VNNI": ("avx512_vnni",), "AMX_TILE": ("amx_tile", "amx_bf16", "amx_int8"),
+             "ASIMD": ("asimd",), "NEON": ("asimd",)}
+
+
+def all_cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """Every flag /proc/cpuinfo lists (x86 "flags", ARM "Features"); None when it cannot be read (not Linux)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return []
+            return None
     have: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             have.update(value.split())
+    return have
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ``SPEED_FLAGS`` this CPU has, in that order (empty when /proc/cpuinfo cannot be read)."""
+    have = all_cpu_flags(cpuinfo) or set()
     return [f for f in SPEED_FLAGS if f in have]
+
+
+def missing_for_isa(isa: str, flags: set[str]) -> list[str]:
+    """The CPU flags code compiled for ``isa`` (Inductor's name) uses and ``flags`` lacks; words it does not know
+    are not judged."""
+    need = [f for word in isa.upper().split() for f in ISA_FLAGS.get(word, ())]
+    return sorted({f for f in need if f not in flags})
 
 
 def usable_cores() -> int:

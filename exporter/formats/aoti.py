@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import platform
 import re
 import shutil
@@ -37,7 +36,7 @@ import torch
 
 from edgeclip.errors import EdgeclipError, first_line
 
-from . import FREE_BATCH_FIX
+from . import FREE_BATCH_FIX, batch_of_two
 
 MAX_BATCH = 32            # the package's batch range is 1..MAX_BATCH
 CAPTURE_MAX_BATCH = 4096  # the range calibration runs under (few large batches: HistogramObserver costs per call)
@@ -137,12 +136,13 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
 
 def package_facts(path: Path) -> dict:
     """What the package's generated wrapper calls (int8 oneDNN kernels) and the CPU it was built for."""
+    from edgeclip.runtimes.aoti_runtime import package_target
+
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        wrapper = "".join(z.read(n).decode("utf-8", "replace") for n in names if n.endswith(".wrapper.cpp"))
-        meta = next((json.loads(z.read(n)) for n in names if n.endswith("wrapper_metadata.json")), {})
+        wrapper = "".join(z.read(n).decode("utf-8", "replace") for n in z.namelist() if n.endswith(".wrapper.cpp"))
+    isa, machine = package_target(path)
     return {"qlinear_kernels": len(_QLINEAR.findall(wrapper)), "qconv_kernels": len(_QCONV.findall(wrapper)),
-            "cpu_isa": meta.get("AOTI_CPU_ISA") or "unknown", "machine": meta.get("AOTI_MACHINE")}
+            "cpu_isa": isa or "unknown", "machine": machine}
 
 
 def export_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, scheme: str, calib: np.ndarray | None = None,
@@ -155,7 +155,7 @@ def export_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, sc
     if why:
         raise EdgeclipError(why)
     path = Path(path)
-    example = example[:2] if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    example = batch_of_two(example)
     seconds: dict[str, float] = {}
     facts: dict = {}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -188,6 +188,6 @@ def export_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, sc
     return {**facts, "int8_linears": f"{pkg['qlinear_kernels']} qlinear_pointwise calls for {n_linear} nn.Linear",
             "qlinear_kernels": pkg["qlinear_kernels"], "qconv_kernels": pkg["qconv_kernels"],
             "cpu_isa": pkg["cpu_isa"], "cpu_machine": pkg["machine"],
-            "cpu_note": f"compiled for this CPU's {pkg['cpu_isa']}; may not load on a CPU without it",
+            "cpu_note": f"compiled for this CPU's {pkg['cpu_isa']}; edgeclip's runtime refuses it on a CPU without it",
             "max_batch": MAX_BATCH, "batch": f"dynamic 1..{MAX_BATCH}", "torchao": torchao.__version__,
             "compiler": next((shutil.which(c) for c in compilers() if shutil.which(c)), None), "seconds": seconds}

@@ -17,27 +17,10 @@ from click.testing import CliRunner
 from edgeclip.cli import main
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.formats import aoti
+from conftest import row_cosine
 
 needs_toolchain = pytest.mark.skipif(aoti.toolchain_refusal() is not None,
                                      reason=f"cannot build .pt2 here: {aoti.toolchain_refusal()}")
-
-
-def _cosine(a, b):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-@pytest.fixture(scope="module")
-def clf(tiny_clip_dir, tiny_images):
-    from edgeclip.models.datasets import load_dataset
-    from edgeclip.pipeline import prepare
-
-    ds = load_dataset(tiny_images)
-    prep = prepare(str(tiny_clip_dir), data=ds)
-    images = ds.tensors(prep.preprocess).numpy()
-    with torch.inference_mode():
-        ref = prep.module(torch.from_numpy(images)).numpy()
-    return prep.module, images, ref
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +34,8 @@ def artifact(tiny_clip_dir, tiny_images, tiny_calib_images, tmp_path_factory):
     return art
 
 
-def test_attention_split_is_exact_in_fp32_and_leaves_the_module_alone(clf):
-    module, images, ref = clf
+def test_attention_split_is_exact_in_fp32_and_leaves_the_module_alone(tiny_classifier):
+    module, images, ref = tiny_classifier
     x = torch.from_numpy(images)
     split, n = aoti._exactly_split(module, x[:2])
     assert n == 2 and not any(isinstance(m, torch.nn.MultiheadAttention) for m in split.modules())
@@ -64,10 +47,10 @@ def test_attention_split_is_exact_in_fp32_and_leaves_the_module_alone(clf):
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
-def test_a_split_that_changes_the_outputs_is_refused(clf, monkeypatch):
+def test_a_split_that_changes_the_outputs_is_refused(tiny_classifier, monkeypatch):
     from edgeclip.exporter.quantize import attention
 
-    module, images, _ = clf
+    module, images, _ = tiny_classifier
     real = attention.split_attention
 
     def off(m):
@@ -100,10 +83,10 @@ def test_static_export_records_the_route_and_the_cpu_it_needs(artifact):
 
 
 @needs_toolchain
-def test_every_linear_of_the_vision_tower_is_an_int8_kernel(artifact, clf):
+def test_every_linear_of_the_vision_tower_is_an_int8_kernel(artifact, tiny_classifier):
     from edgeclip.exporter.quantize.attention import split_attention
 
-    module, _, _ = clf
+    module, _, _ = tiny_classifier
     with zipfile.ZipFile(artifact.file) as z:
         wrapper = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".wrapper.cpp"))
     calls = len(re.findall(r"aoti_torch_cpu__qlinear_pointwise\w*\(", wrapper))
@@ -113,10 +96,10 @@ def test_every_linear_of_the_vision_tower_is_an_int8_kernel(artifact, clf):
 
 
 @needs_toolchain
-def test_the_package_reloads_close_to_eager_at_any_batch(artifact, clf):
+def test_the_package_reloads_close_to_eager_at_any_batch(artifact, tiny_classifier):
     from edgeclip.runtimes import load
 
-    _, images, ref = clf
+    _, images, ref = tiny_classifier
     sess = load(artifact, threads=1)
     assert sess.max_batch == 32
     runner, sizes = sess.runner, []
@@ -125,8 +108,8 @@ def test_the_package_reloads_close_to_eager_at_any_batch(artifact, clf):
     got = sess.run(many)
     assert sizes == [32, 22]
     assert got.shape == (len(many), ref.shape[1]) and got.dtype == np.float32
-    assert _cosine(got, np.concatenate([ref] * 3)).min() > 0.99
-    assert _cosine(sess.run(images[:1]), ref[:1]).min() > 0.99
+    assert row_cosine(got, np.concatenate([ref] * 3)).min() > 0.99
+    assert row_cosine(sess.run(images[:1]), ref[:1]).min() > 0.99
 
 
 def _one_line_refusal(argv, out, needle):
@@ -208,3 +191,42 @@ def test_pt2_is_built_only_when_named():
     assert ExportRecipe(quant="int8", formats=("pt2",)).validated().backend_for("pt2") == "x86"
     with pytest.raises(EdgeclipError, match="--calib-method auto is not available for .pt2"):
         ExportRecipe(quant="int8", scheme="static", calib_method="auto", formats=("pt2",)).validated()
+
+
+# /proc/cpuinfo flag sets of the CPUs this project has met (trimmed to what Inductor's ISA names need)
+ZEN2 = {"avx2", "fma", "f16c"}
+ZEN4 = ZEN2 | {"avx512f", "avx512dq", "avx512vl", "avx512bw", "avx512_vnni", "avx512_bf16"}
+SAPPHIRE_RAPIDS = ZEN4 | {"amx_tile", "amx_bf16", "amx_int8"}
+
+
+@pytest.mark.parametrize("isa, machine, flags, here, why", [
+    ("AVX512 AVX512_VNNI", "x86_64", ZEN4, "x86_64", None),
+    ("AVX512 AVX512_VNNI", "x86_64", SAPPHIRE_RAPIDS, "x86_64", None),           # a newer CPU runs it
+    ("AVX512 AVX512_VNNI", "x86_64", ZEN2, "x86_64",
+     "compiled for AVX512 AVX512_VNNI, this CPU lacks avx512_vnni, avx512bw, avx512dq, avx512f, avx512vl"),
+    ("AVX512 AVX512_VNNI AMX_TILE", "x86_64", ZEN4, "x86_64",
+     "compiled for AVX512 AVX512_VNNI AMX_TILE, this CPU lacks amx_bf16, amx_int8, amx_tile"),
+    ("AVX2", "x86_64", ZEN2, "x86_64", None),
+    ("AVX2", "x86_64", {"asimd"}, "aarch64", "compiled for x86_64, this machine is aarch64"),
+    ("AVX512 AVX512_VNNI", "x86_64", None, "x86_64", None),        # flags unknown (no /proc/cpuinfo): not judged
+    ("SOME_FUTURE_ISA", "x86_64", ZEN2, "x86_64", None),            # a word it does not know: not judged
+])
+def test_a_package_is_judged_against_the_cpu_by_its_instruction_set(isa, machine, flags, here, why):
+    from edgeclip.runtimes.aoti_runtime import cannot_run_here
+
+    assert cannot_run_here(isa, machine, flags, here) == why
+
+
+@needs_toolchain
+def test_a_package_for_another_cpu_is_refused_in_one_line_before_it_is_loaded(artifact, monkeypatch):
+    from edgeclip.runtimes import aoti_runtime, cpu_features, load
+
+    isa, machine = aoti_runtime.package_target(artifact.file)
+    assert isa == artifact.manifest["quantization"]["cpu_isa"] and machine == artifact.manifest["quantization"]["cpu_machine"]
+    monkeypatch.setattr(cpu_features, "all_cpu_flags", lambda: set())        # a CPU with none of the package's flags
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda p: pytest.fail("loaded a package it cannot run"))
+    with pytest.raises(EdgeclipError) as e:
+        load(artifact, threads=1)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("model.pt2 cannot run on this CPU (compiled for " + isa) and (
+        msg.endswith("re-export it on this machine (edgeclip export --format pt2)"))
