@@ -82,6 +82,17 @@ EQUIVALENT: dict[str, str] = {
         "argmax(+1) for argmax(-1) on [N, classes] logits: the same axis (the classifier's outputs are 2-D)",
     "edgeclip.exporter.fidelity.x_compare__mutmut_22": "the same, on the candidate's logits",
     "edgeclip.exporter.fidelity.x_cosine_rows__mutmut_2": "astype(None) for astype(float64): numpy reads None as float64",
+    "edgeclip.exporter.fidelity.x_cosine_rows__mutmut_10": "the same, on the candidate's rows",
+    "edgeclip.exporter.fidelity.x_cosine_rows__mutmut_8":
+        "reshape(n, -2) for reshape(n, -1): numpy reads any negative size as 'the rest' (numpy 2.4)",
+    "edgeclip.exporter.fidelity.x_cosine_rows__mutmut_16": "the same, on the candidate's rows",
+    "edgeclip.exporter.fidelity.x_compare__mutmut_20": "argmax(+1) for argmax(-1) on the candidate's 2-D logits: the same axis",
+    "edgeclip.exporter.fidelity.x_trusted_bar__mutmut_132":
+        "the earlier-bar note joins at most one item: EARLIER_BARS loosens agreement only, so a recorded cosine below "
+        "the rule is also below the written bar and refused as tampered before the note",
+    "edgeclip.benchmarks.sweep.x__build_context__mutmut_5": 'load_dataset(job.data) for (job.data, "test"): "test" is the default',
+    "edgeclip.benchmarks.sweep.x__build_context__mutmut_85": "argmax(+1) for argmax(-1) on the baseline's 2-D logits",
+    "edgeclip.benchmarks.sweep.x_sweep_point__mutmut_34": "argmax(+1) for argmax(-1) on a point's 2-D logits",
 }
 
 

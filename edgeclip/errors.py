@@ -44,3 +44,11 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     when it has no message: what goes between the parentheses of a one-line error."""
     text = str(e).strip()
     return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
+def refuse_unknown_keys(d: dict, known: set[str], what: str) -> None:
+    """A recipe table with a key no field takes: refused by name with the valid keys, before the dataclass's own
+    ``TypeError`` (which names one key and no fix) reaches the user."""
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise EdgeclipError(f"unknown {what} keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, refuse_unknown_keys
 
 from .compress.config import CompressRecipe
 from .quantize.onnxruntime_static import CALIBRATIONS
@@ -259,10 +259,7 @@ class ExportRecipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExportRecipe":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EdgeclipError(f"unknown recipe keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys(d, {f.name for f in fields(cls)}, "recipe")
         d = dict(d)
         if isinstance(d.get("formats"), str):
             d["formats"] = (d["formats"],)

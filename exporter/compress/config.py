@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from edgeclip.errors import EdgeclipError
+from edgeclip.errors import EdgeclipError, refuse_unknown_keys
 
 TOWERS = ("vision", "text")
 LAYER_KINDS = ("attn_in", "attn_out", "fc1", "fc2")
@@ -313,10 +313,7 @@ class CompressRecipe:
     @classmethod
     def from_dict(cls, d: dict | None) -> "CompressRecipe":
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EdgeclipError(f"unknown compress keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys(d, {f.name for f in fields(cls)}, "compress")
         if isinstance(d.get("prune_blocks"), str):
             d["prune_blocks"] = [d["prune_blocks"]]
         return cls(**d)

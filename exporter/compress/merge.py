@@ -104,7 +104,7 @@ def apply(model: nn.Module, cfg: MergeConfig, calib: Calibration | None = None) 
     for i, b in enumerate(blocks):
         keep = None                                        # a dropping block's count, from the tokens that reach it
         if isinstance(b, TokenDropBlock):
-            keep = b.keep if b.rate is None else max(1, math.ceil(b.rate * patches))
+            keep = max(1, math.ceil(b.rate * patches))
             keep = keep if keep < patches else None
         left = keep if keep is not None else patches
         r = 0

@@ -74,9 +74,9 @@ def vision_tower_to_reduce(model: nn.Module, flag: str) -> tuple[nn.Module, Towe
 
 class TokenDropBlock(nn.Module):
     """A transformer block that keeps the ``keep`` most-attended patch tokens after its attention (``rate``: the
-    fraction asked for, which token merging uses when tokens were merged before this block)."""
+    fraction asked for, from which token merging recounts ``keep`` when tokens were merged before this block)."""
 
-    def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int, rate: float | None = None):
+    def __init__(self, block: nn.Module, parts: tuple[str, ...], keep: int, prefix: int, rate: float):
         super().__init__()
         take_parts(self, block, parts)
         self.keep, self.prefix, self.rate = keep, prefix, rate

@@ -103,11 +103,12 @@ class _CannedTiming:
     exactly these numbers, and the ratio to the baseline timed with them."""
 
     def __init__(self, *answers: dict[str, float]):
-        self.answers, self.timed = list(answers), []
+        self.answers, self.timed, self.jobs = list(answers), [], []
 
     def submit(self, fn, *args, timing=False):
         if timing:
             self.timed.append([p.x for p in args[1]])
+            self.jobs.append(args[0])
             return {k: {"latency_ms_median": v} for k, v in self.answers.pop(0).items()}
         return fn(*args)
 
@@ -145,6 +146,7 @@ def test_run_sweep_rows_score_each_point_against_the_uncompressed_model(tiny_cli
     assert rep["baseline"]["top1"] == round(top1, 2) != round(top1, 3)
     assert rep["skipped_series"] == [{"series": "svd-attn-text-of-a-vit", "why": "the model has no text tower"}]
     assert ex.timed == [list(TOKEN_KEEPS), [1]]     # one timing task per vision series, none for the text series
+    assert ex.jobs == [job, job]
     from edgeclip.benchmarks.report import cpu_flags, cpu_name
 
     env = rep["environment"]
@@ -299,3 +301,85 @@ def test_an_activation_aware_point_is_compressed_with_the_jobs_calibration(tiny_
     job = SweepJob(str(tiny_clip_dir), None, tiny_images, calib_data=tiny_calib_images, calib_size=6, eval_size=5, aware=True)
     row = sweep.sweep_point(job, Point("svd-vision-aware", 0.5, CompressRecipe(svd_ratio=0.5, svd_aware=True), "vision"))
     assert "error" not in row and row["recipe"] == {"svd_ratio": 0.5, "svd_aware": True}
+
+
+class _Bars:
+    """Records each progress bar the sweep opens (shown or not, its size and label) and how far it was advanced."""
+
+    def __init__(self):
+        self.opened, self.advanced = [], []
+
+    def __call__(self, progress, total, desc):
+        import contextlib
+
+        self.opened.append((progress, total, desc))
+        if not progress:
+            return contextlib.nullcontext(None)
+        bars = self
+
+        class Bar:
+            def __enter__(self):
+                bars.advanced.append(0)
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                bars.advanced[-1] += n
+
+        return Bar()
+
+
+def test_context_shows_its_preprocessing_only_when_asked_and_loads_the_jobs_weights(tiny_clip_dir, tiny_images,
+                                                                                     tiny_calib_images, monkeypatch):
+    from edgeclip import preparation
+    from edgeclip.models import factory
+    from edgeclip.models.datasets import load_dataset
+
+    bars, loads, real_load = _Bars(), [], factory.load_model
+    monkeypatch.setattr(preparation, "progress_bar", bars)
+    monkeypatch.setattr(factory, "load_model", lambda m, p: loads.append((m, p)) or real_load(m, p))
+    job = SweepJob(str(tiny_clip_dir), "weights-tag", tiny_images, calib_data=tiny_calib_images, calib_size=4,
+                   eval_size=7, aware=True)
+    sweep._CONTEXT.clear()
+    ctx = sweep._build_context(job, True)
+    name = load_dataset(tiny_images).name
+    assert loads == [(str(tiny_clip_dir), "weights-tag")]
+    assert bars.opened == [(True, 7, f"preprocess {name}"), (True, 4, "preprocess calibration images")]
+    assert bars.advanced == [7, 4]                                  # each bar follows its images to the end
+    assert ctx.calibration.captions is not None and ctx.calibration.head is not None   # the CLIP's captions, its head
+    # a point (a Ray task) builds its context without bars
+    sweep._CONTEXT.clear()
+    bars.opened.clear()
+    sweep.sweep_point(job, Point("blocks-vision-last", 1, CompressRecipe(prune_blocks=["vision:1"]), "vision"))
+    assert [o[0] for o in bars.opened] == [False, False]
+
+
+def test_context_refuses_calibrating_on_the_evaluation_folder_and_random_weights_in_one_line(tiny_clip_dir, tiny_images):
+    sweep._CONTEXT.clear()
+    with pytest.raises(EdgeclipError, match="is the evaluation folder"):     # no calib_data: the eval folder itself
+        sweep.sweep_context(SweepJob(str(tiny_clip_dir), None, tiny_images, calib_size=4, aware=True))
+    with pytest.raises(EdgeclipError) as e:
+        sweep.sweep_context(SweepJob("timm:vit_tiny_patch16_224", "none", tiny_images))
+    assert str(e.value) == "a sensitivity sweep of random weights measures nothing; pass trained weights (--pretrained)"
+
+
+def test_a_text_point_reuses_the_image_features_and_times_itself(tiny_clip_dir, tiny_images, monkeypatch):
+    """The image tower is untouched by a text-tower point: its features are the baseline's, not computed again."""
+    import time
+
+    sweep._CONTEXT.clear()
+    job = SweepJob(str(tiny_clip_dir), None, tiny_images, eval_size=6)
+    ctx = sweep.sweep_context(job)
+    computed = []
+    real = ctx.feats
+    monkeypatch.setattr(ctx, "feats", lambda clf: computed.append(clf) or real(clf))
+    t0 = time.perf_counter()
+    text = next(p for p in series_points("svd-attn-text", 2, 1) if p.x == 0.5)
+    row = sweep.sweep_point(job, text)
+    wall = time.perf_counter() - t0
+    assert "error" not in row and computed == []
+    assert isinstance(row["seconds"], float) and 0 <= row["seconds"] <= wall + 0.005 and row["seconds"] == round(row["seconds"], 2)
+    sweep.sweep_point(job, Point("blocks-vision-last", 1, CompressRecipe(prune_blocks=["vision:1"]), "vision"))
+    assert len(computed) == 1                                   # a vision point does compute its own

@@ -116,3 +116,15 @@ def test_compress_table_round_trips_and_allows_calibration_data(tmp_path):
 def test_accuracy_control_refusals(kw, msg):
     with pytest.raises(EdgeclipError, match=re.escape(msg)):
         ExportRecipe(**kw).validated()
+
+
+def test_a_compress_table_with_an_unknown_key_is_refused_by_name_with_the_valid_keys():
+    from dataclasses import fields
+
+    from edgeclip.exporter.compress.config import CompressRecipe
+
+    valid = ", ".join(sorted(f.name for f in fields(CompressRecipe)))
+    with pytest.raises(EdgeclipError) as e:
+        ExportRecipe.from_dict({"compress": {"svd_ratoi": 0.5, "heal_step": 3, "heal_steps": 3}})
+    assert str(e.value) == f"unknown compress keys heal_step, svd_ratoi; valid keys: {valid}"
+    assert CompressRecipe.from_dict({"prune_blocks": "vision:1"}).prune_blocks == ["vision:1"]   # one spec, as a list

@@ -197,3 +197,15 @@ def test_register_refuses_a_second_route_with_the_same_key_and_refusals_match_wh
     assert base._REFUSALS == [({"quant": "int8", "format": ("pte", "ptl")}, "no {quant} {format} on {backend}")]
     assert base.refusal_reason("ptl", "int8", "qnnpack") == "no int8 ptl on qnnpack"
     assert base.refusal_reason("ptl", "int", "qnnpack") == "this combination is not available"   # not a substring match
+
+
+def test_a_route_that_checks_its_machine_says_why_it_cannot_be_built_here():
+    from edgeclip.exporter.routes import model_route
+
+    from dataclasses import replace
+
+    plain = model_route("pte", "int8", "x", "b", "how", lambda *a: {})
+    assert plain.unavailable_here() is None                      # no check: every machine builds it
+    picky = replace(plain, machine=lambda: "needs a C++ compiler: apt install g++")
+    assert picky.unavailable_here() == "needs a C++ compiler: apt install g++"
+    assert replace(plain, machine=lambda: None).unavailable_here() is None

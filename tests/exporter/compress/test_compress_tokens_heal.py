@@ -17,7 +17,7 @@ from compress_fixtures import calib, clip, image_out  # noqa: F401  (fixtures)
 def test_token_drop_block_without_dropping_is_the_same_block(clip):
     ref = convert_attention(copy.deepcopy(clip))
     blk = ref.visual.transformer.resblocks[1]
-    wrapped = tokens.TokenDropBlock(blk, OPEN_CLIP_BLOCK.parts, keep=16, prefix=1)     # 4x4 patches: keeps all 16
+    wrapped = tokens.TokenDropBlock(blk, OPEN_CLIP_BLOCK.parts, keep=16, prefix=1, rate=1.0)     # 4x4 patches: keeps all 16
     x = torch.randn(2, 17, 64)
     with torch.no_grad():
         a, b = wrapped(x), blk(x)

@@ -195,7 +195,7 @@ def test_tag_names_each_pass_and_hashes_every_field(recipe, parts):
 
 def test_cost_needs_both_top1s_and_keeps_four_decimals():
     assert gate.cost_of({"top1_uncompressed": 88.123456, "top1_compressed": 86.888888}) == gate.Cost(1.2346, "top1_drop_pt")
-    assert gate.cost_of({"top1_compressed": 80.0, "top1_agreement": 0.987654}) == gate.Cost(1.2346, "changed_answers_pt")
+    assert gate.cost_of({"top1_compressed": 80.0, "top1_agreement": 0.9876543}) == gate.Cost(1.2346, "changed_answers_pt")
     assert gate.cost_of({"top1_uncompressed": 80.0, "top1_agreement": 0.5}) == gate.Cost(50.0, "changed_answers_pt")
 
 
@@ -211,3 +211,13 @@ def test_decide_records_measure_value_and_bar_exactly():
                    "bar_min_cosine": gate.ENCODER_MIN_COSINE, "passed": True}        # exactly at the cosine bar passes
     assert gate.over(gate.Cost(0.9499, "mean_cosine"), gate.CostBar(1.0, "default"))
     assert not gate.over(gate.Cost(0.5, "mean_cosine"), gate.CostBar(100, "--accept-drop"))
+
+
+def test_random_weights_waiver_says_why_in_the_manifest_and_a_cost_at_the_bar_passes():
+    v = {"top1_uncompressed": 90.0, "top1_compressed": 10.0}
+    assert gate.decide(v, gate.CostBar(1.0, "default"), True) == {
+        "measure": "top1_drop_pt", "value": 80.0, "bar_max_drop_pt": 1.0, "bar_source": "default", "passed": True,
+        "waived": "random weights: there is no accuracy to lose, so the cost is recorded, not enforced"}
+    # within 1e-9 of the bar is at the bar (float noise of a subtraction must not refuse an export)
+    assert not gate.over(gate.Cost(1.0 + 1e-9, "top1_drop_pt"), gate.CostBar(1.0, "--max-drop"))
+    assert gate.over(gate.Cost(1.0 + 1e-8, "top1_drop_pt"), gate.CostBar(1.0, "--max-drop"))

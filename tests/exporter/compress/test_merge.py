@@ -163,3 +163,61 @@ def test_merge_report_and_refusals_name_their_flag(clip, monkeypatch):
     monkeypatch.setattr(tokens, "refusal", lambda t, what: "this family has no token layout")
     with pytest.raises(EdgeclipError, match="^--token-merge: this family has no token layout; use SVD or block pruning"):
         merge.apply(clip, MergeConfig(r=2))
+
+
+def test_a_merging_block_that_drops_keeps_the_tokens_the_dropping_block_keeps(clip):
+    """A dropping block rebuilt by the merge pass (r = 0 here) ranks patch tokens by the class token's attention and
+    keeps the prefix: exactly what the dropping block computes."""
+    from edgeclip.exporter.compress.tokens import TokenDropBlock
+
+    b0, _ = _two_blocks(clip)
+    drop = TokenDropBlock(copy.deepcopy(b0), OPEN_CLIP_BLOCK.parts, keep=5, prefix=1, rate=0.3)
+    rebuilt = merge.TokenMergeBlock(copy.deepcopy(drop), OPEN_CLIP_BLOCK.parts, prefix=1, r=0, keep=5, size_in=False,
+                                    size_out=False)
+    torch.manual_seed(3)
+    x = torch.randn(2, 17, 64)
+    with torch.no_grad():
+        want = drop(x)
+        assert want.shape == (2, 6, 64)
+        torch.testing.assert_close(rebuilt(x), want, atol=1e-5, rtol=1e-4)
+
+
+def test_merge_report_states_what_it_did_and_blocks_before_the_first_merge_stay_the_models(clip):
+    _, rep = merge.apply(clip, MergeConfig(r=3))
+    assert rep.skipped == [] and rep.extra["method"] == (
+        "ToMe bipartite soft matching on attention keys, size-weighted merge, proportional attention")
+    _, rep = merge.apply(clip, MergeConfig(r=20))
+    assert rep.skipped[0] == {"block": 0, "why": "16 patch tokens reach the merge: merged 7, not 20"}
+    model, rep = merge.apply(clip, MergeConfig(r=2, blocks="-1"))
+    blocks = list(model.visual.transformer.resblocks)
+    assert [isinstance(b, merge.TokenMergeBlock) for b in blocks] == [False, False, True]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert image_out(model, x).shape == image_out(clip, x).shape
+
+
+def test_merging_after_a_drop_to_one_token_merges_nothing_and_says_where(clip):
+    """Block 0 keeps 1 of 16 patch tokens (rate 0.01): no later block has a pair to merge, so the pass changes
+    nothing and reports each block and the whole."""
+    from edgeclip.exporter.compress import tokens
+    from edgeclip.exporter.compress.config import TokenConfig
+
+    dropped, _ = tokens.apply(clip, TokenConfig(keep=0.01, blocks=(0,)))
+    model, rep = merge.apply(dropped, MergeConfig(r=1, blocks="1,2"))
+    assert rep.layers == [] and rep.skipped == [
+        {"block": 1, "why": "1 patch tokens reach the merge: merged 0, not 1"},
+        {"block": 2, "why": "1 patch tokens reach the merge: merged 0, not 1"},
+        {"block": None, "why": "r=1 merges no token on this tower"}]
+    assert rep.params_after == rep.params_before == sum(p.numel() for p in dropped.parameters())
+    assert not any(isinstance(b, merge.TokenMergeBlock) for b in model.visual.transformer.resblocks)
+
+
+@pytest.mark.parametrize("rate, keep", [(0.875, 14), (0.9375, None)])
+def test_a_dropping_block_after_merging_recounts_its_keep_from_the_tokens_that_reach_it(clip, rate, keep):
+    """Block 0 merges 16 -> 15 patch tokens; block 1's rate is applied to those 15: 0.875 keeps 14, and 0.9375 keeps
+    all 15, so that block drops nothing (keep None) rather than reordering every token."""
+    model, report = compress(clip, CompressRecipe(token_keep=rate, token_blocks="1", token_merge=1))
+    b1 = model.visual.transformer.resblocks[1]
+    assert isinstance(b1, merge.TokenMergeBlock) and b1.keep == keep
+    layers = report["passes"][1]["layers"]
+    assert layers[1]["tokens_before"] == (keep or 15) + 1
