@@ -176,9 +176,6 @@ class ExportRecipe:
         if r.bias_correction and (r.scheme != "static" or r.formats != ("onnx",)):
             raise EdgeclipError("--bias-correction applies to --quant int8 --scheme static --format onnx only (the .pte and "
                                 ".ptl quantizers fold their biases into int8 kernels); drop it or export that format alone")
-        if r.calib_method == "auto" and r.scheme == "static" and "pt2" in r.formats:
-            raise EdgeclipError("--calib-method auto is not available for .pt2 (its static ranges are the x86 quantizer's "
-                                "HistogramObserver): drop --calib-method, or export --format pte / onnx / ptl with it")
         if r.fused_attention and "onnx" not in r.formats:
             raise EdgeclipError("--fused-attention writes onnxruntime's MultiHeadAttention op into .onnx files; ExecuTorch "
                                 "and TorchScript-lite have their own attention kernels: drop it or add --format onnx")
@@ -219,7 +216,7 @@ class ExportRecipe:
 
     @property
     def torch_calib_method(self) -> str:
-        """The .pte / .ptl static quantizers' activation-range rule: "auto" (per tensor, by output-weighted error)
+        """The .pte / .ptl / .pt2 static quantizers' activation-range rule: "auto" (per tensor, by output-weighted error)
         or their stock HistogramObserver search ("histogram"); minmax / entropy / percentile are onnxruntime's."""
         return "auto" if self.calib_method == "auto" else "histogram"
 

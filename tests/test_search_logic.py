@@ -301,3 +301,20 @@ def test_too_few_held_out_calibration_images_for_the_estimates_are_refused(monke
     else:
         with pytest.raises(PastTheGuard):
             tasks.reference(job)
+
+
+def test_every_search_route_is_an_export_route_and_pt2_is_tried_only_where_it_can_be_built(monkeypatch):
+    from edgeclip.exporter.formats import aoti
+    from edgeclip.exporter.routes import find
+
+    for target, routes in TARGET_ROUTES.items():
+        for r in routes:
+            assert find(r.format, r.quant, r.scheme, r.backend) is not None, (target, r)
+    monkeypatch.setattr(aoti, "toolchain_refusal", lambda: None)
+    assert [r.format for r in SearchConfig().validated().routes()] == ["pte", "onnx", "ptl", "pt2"]
+    assert [r.format for r in SearchConfig(target="mobile").validated().routes()] == ["pte", "ptl"]
+    monkeypatch.setattr(aoti, "toolchain_refusal", lambda: "no C++ compiler (g++) on PATH: apt install g++")
+    assert [r.format for r in SearchConfig().validated().routes()] == ["pte", "onnx", "ptl"]
+    with pytest.raises(EdgeclipError) as e:
+        SearchConfig(formats=("pt2",)).validated()
+    assert str(e.value) == "--format pt2: this machine cannot build it: no C++ compiler (g++) on PATH: apt install g++"

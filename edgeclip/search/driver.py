@@ -81,9 +81,13 @@ class SearchConfig:
         for k in self.knobs:
             if k not in KNOBS:
                 raise EdgeclipError(f"unknown knob {k!r}; use {', '.join(KNOBS)}")
-        if not self.routes():
+        named = self._named_routes()
+        if not named:
             have = ", ".join(r.format for r in TARGET_ROUTES[self.target])
             raise EdgeclipError(f"--format {','.join(self.formats or ())} has no route on --target {self.target} (it has {have})")
+        if not self.routes():
+            raise EdgeclipError(f"--format {','.join(self.formats or ())}: this machine cannot build it: "
+                                + "; ".join(sorted({r.unavailable_here() for r in named})))
         for name, v, lo in (("--estimate-size", self.estimate_size, 50), ("--width", self.width, 1),
                             ("--finalists", self.finalists, 1), ("--top-routes", self.top_routes, 1),
                             ("--rounds", self.rounds, 1), ("--calib-size", self.calib_size, 1)):
@@ -97,8 +101,12 @@ class SearchConfig:
         _check_target(self)
         return self
 
-    def routes(self) -> list[Route]:
+    def _named_routes(self) -> list[Route]:
         return [r for r in TARGET_ROUTES[self.target] if not self.formats or r.format in self.formats]
+
+    def routes(self) -> list[Route]:
+        """The target's routes (``--format``'s only) that this machine can build: the .pt2 needs x86 and a compiler."""
+        return [r for r in self._named_routes() if r.unavailable_here() is None]
 
     def job(self) -> tasks.Job:
         return tasks.Job(self.model, self.pretrained, self.data, self.calib_data, self.calib_size, self.heal_images,

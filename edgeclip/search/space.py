@@ -32,12 +32,22 @@ class Route:
     def fields(self) -> dict:
         return {"formats": (self.format,), "quant": self.quant, "scheme": self.scheme, "backend": self.backend}
 
+    def unavailable_here(self) -> str | None:
+        """Why this machine cannot build the route's files (the export route's own machine check), or None."""
+        from edgeclip.exporter.routes import find
+
+        registered = find(self.format, self.quant, self.scheme, self.backend)
+        return registered.unavailable_here() if registered is not None else None
+
 
 # The routes whose files run on each bench target; the export recipe's own ``target`` for each.  The TorchScript-lite
-# engine on x86 is x86's (qnnpack is a phone engine, 0.46x eager on this host class).
+# engine on x86 is x86's (qnnpack is a phone engine, 0.46x eager on this host class).  The .pt2 (AOTInductor, oneDNN
+# int8, static: the faster of its two schemes on ViT-B-32) is compiled for the exporting CPU: tried only where this
+# machine can build it (``SearchConfig.routes``); on a cluster whose timing node lacks the exporting worker's ISA its
+# timing row is an error and the route ranks last.
 TARGET_ROUTES: dict[str, tuple[Route, ...]] = {
     "cpu": (Route("pte", "int8", "dynamic", "xnnpack"), Route("onnx", "int8", "dynamic", "onnxruntime"),
-            Route("ptl", "int8", "dynamic", "x86")),
+            Route("ptl", "int8", "dynamic", "x86"), Route("pt2", "int8", "static", "x86")),
     "mobile": (Route("pte", "int8", "dynamic", "xnnpack"), Route("ptl", "int8", "dynamic", "qnnpack")),
     "arm64": (Route("pte", "int8", "dynamic", "xnnpack"), Route("onnx", "int8", "dynamic", "onnxruntime"),
               Route("ptl", "int8", "dynamic", "qnnpack")),

@@ -100,37 +100,52 @@ def _export(module: torch.nn.Module, example: torch.Tensor, max_batch: int) -> t
 
 
 def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, calib: np.ndarray | None,
-                 float_layers: tuple[str, ...] = ()) -> tuple[torch.fx.GraphModule, dict]:
+                 float_layers: tuple[str, ...] = (), calib_method: str = "histogram") -> tuple[torch.fx.GraphModule, dict]:
     """PT2E int8 for Inductor's x86 kernels: the converted (Q/DQ) GraphModule and its facts.  ``static``:
-    activation ranges observed (HistogramObserver) on ``calib``; ``dynamic``: per-tensor ranges per call."""
+    activation ranges observed on ``calib`` (``calib_method`` "histogram": the stock HistogramObserver's search;
+    "auto": a range per tensor by output-weighted error, as the .pte / .ptl routes); ``dynamic``: per-tensor ranges
+    per call."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
+    from edgeclip.exporter.quantize.observer_ranges import choose_graph_ranges, with_chosen_ranges
     from edgeclip.exporter.quantize.pt2e_xnnpack import check_calibration
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if scheme == "static":
         check_calibration(calib, example)
-    quantizer = xiq.X86InductorQuantizer().set_global(
-        xiq.get_default_x86_inductor_quantization_config(is_dynamic=scheme == "dynamic"))
+    chosen_ranges = scheme == "static" and calib_method == "auto"
+    config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=scheme == "dynamic")
+    quantizer = xiq.X86InductorQuantizer().set_global(with_chosen_ranges(config) if chosen_ranges else config)
     for name in float_layers:   # accuracy control / --float-layer: these modules get no annotation
         quantizer.set_module_name_qconfig(name, None)
+    range_facts: dict = {}
     with torch.no_grad():
         prepared = prepare_pt2e(_export(module, example, CAPTURE_MAX_BATCH).module(), quantizer)
+
+        def calibrate() -> int:
+            n = 0
+            for i in range(0, len(calib), CALIB_BATCH):
+                prepared(torch.from_numpy(np.ascontiguousarray(calib[i:i + CALIB_BATCH])))
+                n += min(CALIB_BATCH, len(calib) - i)
+            return n
+
         n = 0
         if scheme == "dynamic":   # one forward so the per-channel weight observers see the weights
             prepared(example)
         else:
-            for i in range(0, len(calib), CALIB_BATCH):
-                chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + CALIB_BATCH]))
-                prepared(chunk)
-                n += len(chunk)
+            n = calibrate()
+            if chosen_ranges:
+                range_facts = choose_graph_ranges(prepared, calibrate)
         converted = convert_pt2e(prepared)
     return converted, {
         "weights": "int8 per-channel symmetric",
         "activations": ("uint8 per-tensor affine, quantized at run time per call (per-tensor, not per-token)"
-                        if scheme == "dynamic" else "uint8 per-tensor affine, ranges calibrated (HistogramObserver)"),
+                        if scheme == "dynamic" else
+                        "uint8 per-tensor affine, ranges chosen per tensor by output-weighted error (--calib-method auto)"
+                        if chosen_ranges else "uint8 per-tensor affine, ranges calibrated (HistogramObserver)"),
         "calibration_images": n,
         "float_layers": list(float_layers),
+        **({"activation_ranges": range_facts} if chosen_ranges else {}),
     }
 
 
@@ -146,7 +161,7 @@ def package_facts(path: Path) -> dict:
 
 
 def export_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, scheme: str, calib: np.ndarray | None = None,
-               float_layers: tuple[str, ...] = ()) -> dict:
+               float_layers: tuple[str, ...] = (), calib_method: str = "histogram") -> dict:
     """Write ``module`` as an x86 int8 AOTInductor package at ``path``; returns facts for the manifest.  Refuses
     (nothing written) on a machine that cannot compile it, and a package whose Linears did not become int8 kernels."""
     import torchao
@@ -165,7 +180,7 @@ def export_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path, *, sc
         if n_mha:
             facts["attention"] = f"{n_mha} nn.MultiheadAttention split into q/k/v Linears (same outputs in fp32)"
         n_linear = sum(isinstance(m, torch.nn.Linear) for m in module.modules())
-        qmodule, qfacts = quantize_x86(module, example, scheme, calib, float_layers)
+        qmodule, qfacts = quantize_x86(module, example, scheme, calib, float_layers, calib_method)
         facts.update(qfacts)
         seconds["quantize"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()

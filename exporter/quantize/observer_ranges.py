@@ -142,3 +142,28 @@ def choose_ranges(observers: list[tuple[object, tuple[int, torch.Tensor] | None]
         methods[choice.method] += 1
     return {"range_choice": dict(sorted(methods.items())), "tensors": len(observers),
             "output_weighted": sum(cw is not None for _, cw in observers)}
+
+
+def with_chosen_ranges(config):
+    """A PT2E quantization config (XNNPACK's or x86 Inductor's) whose activation observers -- HistogramObservers --
+    are swapped for their chosen-range subclass, same arguments; the weight observers stay."""
+    import dataclasses
+
+    from torchao.quantization.pt2e import HistogramObserver
+
+    def chosen(spec):
+        if spec is None:
+            return None
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=chosen_like(spec.observer_or_fake_quant_ctr,
+                                                                                HistogramObserver))
+
+    return dataclasses.replace(config, input_activation=chosen(config.input_activation),
+                               output_activation=chosen(config.output_activation))
+
+
+def choose_graph_ranges(prepared: torch.fx.GraphModule, run_calibration: Callable[[], object]) -> dict:
+    """``choose_ranges`` for every chosen-range observer of a prepared PT2E graph, each weighted by the Linears /
+    convs its activation feeds."""
+    observed = [(getattr(prepared, n.target), n) for n in prepared.graph.nodes if n.op == "call_module"]
+    return choose_ranges([(o, fx_consumer_weights(prepared, n)) for o, n in observed if isinstance(o, _ChosenRange)],
+                         run_calibration)

@@ -141,18 +141,9 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "dynamic")
     chosen_ranges = scheme == "static" and calib_method == "auto"
     if chosen_ranges:
-        import dataclasses
+        from edgeclip.exporter.quantize.observer_ranges import with_chosen_ranges
 
-        from torchao.quantization.pt2e import HistogramObserver
-
-        from edgeclip.exporter.quantize.observer_ranges import chosen_like
-
-        def chosen(spec):
-            return dataclasses.replace(spec, observer_or_fake_quant_ctr=chosen_like(spec.observer_or_fake_quant_ctr,
-                                                                                    HistogramObserver))
-
-        config = dataclasses.replace(config, input_activation=chosen(config.input_activation),
-                                     output_activation=chosen(config.output_activation))
+        config = with_chosen_ranges(config)
     has_bn = any("batch_norm" in str(n.target) for n in captured.graph.nodes if n.op == "call_function")
     quantizer = (XNNPACKQuantizer() if has_bn else _quantizer_without_bn_patterns()).set_global(config)
     if float_layers:   # accuracy control / --float-layer: nodes of these modules get no annotation
@@ -187,11 +178,9 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
 
         n_calib = calibrate()
         if chosen_ranges:
-            from edgeclip.exporter.quantize.observer_ranges import _ChosenRange, choose_ranges, fx_consumer_weights
+            from edgeclip.exporter.quantize.observer_ranges import choose_graph_ranges
 
-            observed = [(getattr(prepared, n.target), n) for n in prepared.graph.nodes if n.op == "call_module"]
-            range_facts = choose_ranges([(o, fx_consumer_weights(prepared, n)) for o, n in observed
-                                         if isinstance(o, _ChosenRange)], calibrate)
+            range_facts = choose_graph_ranges(prepared, calibrate)
     t_calib = time.perf_counter() - t2
 
     t3 = time.perf_counter()

@@ -22,7 +22,8 @@ def produce(subject, recipe, stage: Path) -> dict:
     from edgeclip.exporter.formats.aoti import export_pt2
 
     facts = export_pt2(subject.module, subject.example, model_path(stage, "pt2"), scheme=recipe.scheme,
-                       calib=subject.calib_inputs, float_layers=tuple(recipe.float_layers))
+                       calib=subject.calib_inputs, float_layers=tuple(recipe.float_layers),
+                       calib_method=recipe.torch_calib_method)
     return {"dtype": "int8", "scheme": recipe.scheme, "backend": recipe.backend_for("pt2"), "method": METHOD, **facts}
 
 
