@@ -8,5 +8,5 @@ rm -rf "$W"; mkdir -p "$W/out"
 python benchmarks/outlier_model.py "$FIX" "$W/hostile" --scale 50
 model_dir() { if [ "$1" = hostile ]; then echo "$W/hostile"; else echo "$FIX"; fi; }
 for M in fixture hostile; do
-  edgeclip export --model "$(model_dir "$M")" --format onnx --name "$M-fp32" --out "$W/out" --json > /dev/null
+  edgeclip export --model "$(model_dir "$M")" --format onnx --name "${PREFIX:-}$M-fp32" --out "$W/out" --json > /dev/null
 done
