@@ -18,6 +18,7 @@ BF16_UNITS = ("amx_bf16", "avx512_bf16", "bf16")   # oneDNN runs bf16 GEMMs nati
 
 # What each word of Inductor's vector ISA name (an AOTInductor package's ``AOTI_CPU_ISA``, e.g. "AVX512 AVX512_VNNI")
 # needs from the CPU: the -m flags its C++ was compiled with (torch/_inductor/cpu_vec_isa.py), as cpuinfo spells them.
+# Not judged: Inductor's AVX-512 build adds -mavx512bf16 where the compiling CPU has it, which the name does not say.
 ISA_FLAGS = {"AVX2": ("avx2", "fma", "f16c"), "AVX512": ("avx512f", "avx512dq", "avx512vl", "avx512bw", "fma"),
              "AVX512_VNNI": ("avx512_vnni",), "AMX_TILE": ("amx_tile", "amx_bf16", "amx_int8"),
              "ASIMD": ("asimd",), "NEON": ("asimd",)}
