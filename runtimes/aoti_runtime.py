@@ -27,6 +27,8 @@ from .base import register
 def package_target(path: str | Path) -> tuple[str | None, str | None]:
     """The instruction set (``AOTI_CPU_ISA``, e.g. "AVX512 AVX512_VNNI") and machine (``AOTI_MACHINE``) the package's
     library was compiled for, from its own metadata (a manifest could be edited; the package is what runs)."""
+    if not Path(path).is_file():
+        raise EdgeclipError(f"{path} does not exist; pass the model.pt2 of an artifact folder")
     try:
         with zipfile.ZipFile(path) as z:
             meta = next((json.loads(z.read(n)) for n in z.namelist() if n.endswith("wrapper_metadata.json")), {})

@@ -217,6 +217,16 @@ def test_a_package_is_judged_against_the_cpu_by_its_instruction_set(isa, machine
     assert cannot_run_here(isa, machine, flags, here) == why
 
 
+def test_a_missing_or_foreign_package_file_is_refused_in_one_line(tmp_path):
+    from edgeclip.runtimes.aoti_runtime import package_target
+
+    with pytest.raises(EdgeclipError, match="does not exist; pass the model.pt2"):
+        package_target(tmp_path / "none.pt2")
+    (tmp_path / "x.pt2").write_text("not a zip")
+    with pytest.raises(EdgeclipError, match="is not an AOTInductor package .*; pass a .pt2 written by edgeclip export"):
+        package_target(tmp_path / "x.pt2")
+
+
 @needs_toolchain
 def test_a_package_for_another_cpu_is_refused_in_one_line_before_it_is_loaded(artifact, monkeypatch):
     from edgeclip.runtimes import aoti_runtime, cpu_features, load
