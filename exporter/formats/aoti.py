@@ -40,7 +40,6 @@ from . import FREE_BATCH_FIX, batch_of_two
 
 MAX_BATCH = 32            # the package's batch range is 1..MAX_BATCH
 CAPTURE_MAX_BATCH = 4096  # the range calibration runs under (few large batches: HistogramObserver costs per call)
-CALIB_BATCH = 128
 EXACT = 1e-5              # the attention split must match the module to this, relative to the output scale
 X86 = ("x86_64", "amd64")
 _QLINEAR = re.compile(r"aoti_torch_cpu__qlinear_pointwise\w*\(")
@@ -107,8 +106,8 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     per call."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
-    from edgeclip.exporter.quantize.observer_ranges import choose_graph_ranges, with_chosen_ranges
-    from edgeclip.exporter.quantize.pt2e_xnnpack import check_calibration
+    from edgeclip.exporter.quantize.observer_ranges import with_chosen_ranges
+    from edgeclip.exporter.quantize.pt2e_xnnpack import calibrate, check_calibration
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if scheme == "static":
@@ -118,24 +117,13 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     quantizer = xiq.X86InductorQuantizer().set_global(with_chosen_ranges(config) if chosen_ranges else config)
     for name in float_layers:   # accuracy control / --float-layer: these modules get no annotation
         quantizer.set_module_name_qconfig(name, None)
-    range_facts: dict = {}
+    n, range_facts = 0, {}
     with torch.no_grad():
         prepared = prepare_pt2e(_export(module, example, CAPTURE_MAX_BATCH).module(), quantizer)
-
-        def calibrate() -> int:
-            n = 0
-            for i in range(0, len(calib), CALIB_BATCH):
-                prepared(torch.from_numpy(np.ascontiguousarray(calib[i:i + CALIB_BATCH])))
-                n += min(CALIB_BATCH, len(calib) - i)
-            return n
-
-        n = 0
         if scheme == "dynamic":   # one forward so the per-channel weight observers see the weights
             prepared(example)
         else:
-            n = calibrate()
-            if chosen_ranges:
-                range_facts = choose_graph_ranges(prepared, calibrate)
+            n, range_facts = calibrate(prepared, calib, chosen_ranges=chosen_ranges)
         converted = convert_pt2e(prepared)
     return converted, {
         "weights": "int8 per-channel symmetric",

@@ -39,6 +39,31 @@ def check_calibration(calib, example) -> None:
         raise EdgeclipError(f"calibration inputs have shape {tuple(calib.shape[1:])} per sample but the model "
                             f"takes {tuple(example.shape[1:])}; preprocess them like the verification inputs")
 
+
+def calibrate(prepared: torch.fx.GraphModule, calib: np.ndarray, batch: int = CALIB_BATCH, *, chosen_ranges: bool = False,
+              per_row: bool = False) -> tuple[int, dict]:
+    """Run the calibration inputs through a prepared PT2E graph in batches of ``batch`` (one row at a time where the
+    graph fixes the batch at 1: ``per_row``); with ``chosen_ranges`` (``--calib-method auto``) a second, weighted pass
+    picks each activation's range (observer_ranges).  Returns (inputs seen, the range choice's facts or {}); shared by
+    the PT2E quantizers (XNNPACK here, x86 Inductor in formats/aoti.py)."""
+    def one_pass() -> int:
+        n = 0
+        with torch.no_grad():
+            for i in range(0, len(calib), batch):
+                chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + batch]))
+                for part in (chunk.split(1) if per_row else (chunk,)):
+                    prepared(part)
+                n += len(chunk)
+        return n
+
+    n = one_pass()
+    if not chosen_ranges:
+        return n, {}
+    from edgeclip.exporter.quantize.observer_ranges import choose_graph_ranges
+
+    return n, choose_graph_ranges(prepared, one_pass)
+
+
 def _q_dq_counts(gm: torch.fx.GraphModule) -> dict[str, int]:
     ops: Counter = Counter()
     for n in gm.graph.nodes:
@@ -163,24 +188,8 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         with torch.no_grad():
             prepared(example)
     else:
-        def calibrate() -> int:
-            n = 0
-            with torch.no_grad():
-                for i in range(0, len(calib), calib_batch):
-                    chunk = torch.from_numpy(np.ascontiguousarray(calib[i:i + calib_batch]))
-                    if not dynamic_batch:
-                        for row in chunk.split(1):
-                            prepared(row)
-                    else:
-                        prepared(chunk)
-                    n += len(chunk)
-            return n
-
-        n_calib = calibrate()
-        if chosen_ranges:
-            from edgeclip.exporter.quantize.observer_ranges import choose_graph_ranges
-
-            range_facts = choose_graph_ranges(prepared, calibrate)
+        n_calib, range_facts = calibrate(prepared, calib, calib_batch, chosen_ranges=chosen_ranges,
+                                         per_row=not dynamic_batch)
     t_calib = time.perf_counter() - t2
 
     t3 = time.perf_counter()
