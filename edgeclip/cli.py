@@ -205,7 +205,8 @@ def compress_dict(base: dict | None, kwargs: dict) -> dict | None:
               help="Compression: accept up to PT top-1 points of cost against the uncompressed model (recorded in the "
                    "manifest) [--max-drop, else 1].")
 @click.option("--float-layer", "float_layers", multiple=True, metavar="MODULE",
-              help="int8: keep this module path float in every format (see the manifest's sensitivity list); repeatable.")
+              help="int8: keep this module path float in every format, or BLOCK:add a transformer block's residual adds "
+                   "(int8 in static .pte only); see edgeclip inspect; repeatable.")
 @click.option("--group-size", type=int, default=None, help="int4: weights per scale, 16/32/64/128/256 [32].")
 @click.option("--smoothquant", type=float, default=None, metavar="ALPHA",
               help="int8: move outlier activation ranges into the next Linear's weights (SmoothQuant, exact in fp32; "

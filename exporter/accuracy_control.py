@@ -108,7 +108,7 @@ def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", reci
     from edgeclip.runtimes.base import run_batched
     from edgeclip.runtimes.torch_eager import TorchEagerSession
 
-    from .quantize.mixed import FakeInt8, simulated_bits
+    from .quantize.mixed import FakeInt8, residual_adds_int8, simulated_bits
 
     if produced.holdout_inputs is None or produced.calib_inputs is None:
         raise EdgeclipError("--max-drop needs labelled calibration images (a train split or --calib-data) to measure on")
@@ -122,7 +122,8 @@ def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", reci
 
     def rank() -> list[str]:
         nonlocal fake
-        fake = FakeInt8(produced.module, produced.calib_inputs, recipe.scheme, bits=simulated_bits(fmt, recipe.backend_for(fmt)))
+        fake = FakeInt8(produced.module, produced.calib_inputs, recipe.scheme, bits=simulated_bits(fmt, recipe.backend_for(fmt)),
+                        residual_adds=residual_adds_int8(fmt, recipe.scheme))
         sens.extend(fake.sensitivity())
         return [s.layer for s in sens if s.layer not in recipe.float_layers]
 

@@ -29,7 +29,12 @@ def test_inspect_finds_injected_outliers_and_predicts_smoothquant_helps(fmnist_s
     r = CliRunner().invoke(main, ["inspect", "--data", fmnist_spec, "--calib-size", "16", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert rep["calibration"].startswith("fashion-mnist train") and len(rep["layers"]) == 4 * 6 + 1   # + class head
+    # static (the default): the 25 Linears (4 x 6 + the class head) and the 4 blocks' residual adds, which only
+    # static .pte makes int8 and says so
+    assert rep["calibration"].startswith("fashion-mnist train") and len(rep["layers"]) == 4 * 6 + 1 + 4
+    adds = [x for x in rep["layers"] if x["layer"].endswith(":add")]
+    assert all(x["int8_in"].startswith("static .pte only") for x in adds)
+    assert sorted(x["layer"] for x in adds) == [f"backbone.transformer.resblocks.{i}:add" for i in range(4)]
     assert [x["layer"] for x in rep["layers"]] == [x["layer"] for x in tame["layers"]]
     worst = hostile["layers"][0]
     assert worst["input_outlier_ratio"] > 20 and worst["int8_rel_error"] == max(x["int8_rel_error"] for x in hostile["layers"])

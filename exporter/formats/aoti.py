@@ -115,8 +115,11 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     chosen_ranges = scheme == "static" and calib_method == "auto"
     config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=scheme == "dynamic")
     quantizer = xiq.X86InductorQuantizer().set_global(with_chosen_ranges(config) if chosen_ranges else config)
+    from edgeclip.exporter.quantize.mixed import RESIDUAL
+
     for name in float_layers:   # accuracy control / --float-layer: these modules get no annotation
-        quantizer.set_module_name_qconfig(name, None)
+        if not name.endswith(RESIDUAL):   # a block's residual adds: already float in this quantizer's graph
+            quantizer.set_module_name_qconfig(name, None)
     n, range_facts = 0, {}
     with torch.no_grad():
         prepared = prepare_pt2e(_export(module, example, CAPTURE_MAX_BATCH).module(), quantizer)

@@ -104,6 +104,34 @@ def _int8_ops(gm: torch.fx.GraphModule) -> tuple[dict[str, int], dict[str, int],
     return dict(sorted(weights.items())), dict(sorted(acts.items())), dict(sorted(floats.items()))
 
 
+_ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+
+
+def _innermost_module(n: torch.fx.Node) -> str | None:
+    """The path of the module whose own forward made ``n`` (the last ``nn_module_stack`` entry)."""
+    stack = list(n.meta.get("nn_module_stack", {}).values())
+    if not stack:
+        return None
+    path = stack[-1][0]
+    return path[len("L['self']."):] if path.startswith("L['self'].") else path
+
+
+def float_filter(float_layers: tuple[str, ...]):
+    """``node -> True`` for the nodes ``float_layers`` keeps float: every node inside a named module (torchao's
+    module-name filter), and for ``<block>:add`` the adds the block's own forward makes (its residual adds, not
+    the adds inside its submodules)."""
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    from edgeclip.exporter.quantize.mixed import RESIDUAL
+
+    modules = [get_module_name_filter(name) for name in float_layers if not name.endswith(RESIDUAL)]
+    blocks = {name[:-len(RESIDUAL)] for name in float_layers if name.endswith(RESIDUAL)}
+
+    def keep_float(n: torch.fx.Node) -> bool:
+        return any(f(n) for f in modules) or (n.target in _ADDS and _innermost_module(n) in blocks)
+    return keep_float
+
+
 def _quantizer_without_bn_patterns():
     """XNNPACKQuantizer minus its conv+BatchNorm patterns, for graphs that have no BatchNorm.
 
@@ -171,11 +199,9 @@ def quantize_pt2e_xnnpack(module: torch.nn.Module, example: torch.Tensor, scheme
         config = with_chosen_ranges(config)
     has_bn = any("batch_norm" in str(n.target) for n in captured.graph.nodes if n.op == "call_function")
     quantizer = (XNNPACKQuantizer() if has_bn else _quantizer_without_bn_patterns()).set_global(config)
-    if float_layers:   # accuracy control / --float-layer: nodes of these modules get no annotation
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_module_name_filter
-
-        in_float = [get_module_name_filter(name) for name in float_layers]
-        quantizer.set_filter_function(lambda n: not any(f(n) for f in in_float))
+    if float_layers:   # accuracy control / --float-layer: these modules' nodes, and these blocks' adds, stay float
+        in_float = float_filter(float_layers)
+        quantizer.set_filter_function(lambda n: not in_float(n))
     t1 = time.perf_counter()
     prepared = prepare_pt2e(captured, quantizer)
     t_prepare = time.perf_counter() - t1
