@@ -118,14 +118,17 @@ def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", reci
     fake: FakeInt8 | None = None
     sens: list = []
     predicted: dict[int, float] = {}
-    last: dict[str, np.ndarray] = {}
+    last: dict = {}
+    already: set[str] = set()
 
     def rank() -> list[str]:
         nonlocal fake
         fake = FakeInt8(produced.module, produced.calib_inputs, recipe.scheme, bits=simulated_bits(fmt, recipe.backend_for(fmt)),
                         residual_adds=residual_adds_int8(fmt, recipe.scheme))
         sens.extend(fake.sensitivity())
-        return [s.layer for s in sens if s.layer not in recipe.float_layers]
+        # units the route keeps float on its own (a static .pte's residual adds where the stream has outliers)
+        already.update(last["facts"].get("residual_adds_float", {}).get("float", ()))
+        return [s.layer for s in sens if s.layer not in recipe.float_layers and s.layer not in already]
 
     def predict(ranked: list[str]) -> int:
         def passes(k: int) -> bool:
@@ -136,7 +139,7 @@ def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", reci
 
     def build(layers: tuple[str, ...]) -> tuple[dict, float]:
         facts = produce(recipe=replace(recipe, float_layers=(*recipe.float_layers, *layers)))
-        last["outputs"] = run_batched(session_of(facts), held)
+        last["facts"], last["outputs"] = facts, run_batched(session_of(facts), held)
         return facts, top1_lost(ref, last["outputs"], labels)
 
     layers, best, tried = control(rank, recipe.max_drop, build, name, predict)
@@ -151,7 +154,7 @@ def accuracy_controlled(produced: "ExportSubject", fp32: "torch.nn.Module", reci
         "fp32_top1": top1(ref), "int8_top1": top1(last["outputs"]), "lost_pt": round(best.loss, 2),
         "float_layers": [{"layer": n, "rel_error_alone": round(by_layer[n].rel_error, 6),
                           "why": "most sensitive int8 layers first, until the loss met the bar"} for n in layers],
-        "quantized_layers": len(sens) - len(layers) - len(recipe.float_layers) if sens else "all (full int8 met the bar)",
+        "quantized_layers": len(sens) - len(layers) - len(recipe.float_layers) - len(already) if sens else "all (full int8 met the bar)",
         "predicted_lost_pt": {str(k): round(v, 2) for k, v in sorted(predicted.items())},
         "built": [{"float_layers": a.float_layers, "lost_pt": round(a.loss, 2)} for a in tried],
         "sensitivity": [{"layer": s.layer, "rel_error_alone": round(s.rel_error, 6),

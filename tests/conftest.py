@@ -189,6 +189,14 @@ def copy_fp32_onnx(onnx_pair: Path, dst: Path) -> Path:
     return Path(shutil.copytree(src, dst / src.name))
 
 
+def tiny_visual(seed: int = 0):
+    """The image tower of a random-weight open_clip CLIP (TINY_CFG: 2 blocks, width 64, 32x32 images), eval mode."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    return open_clip.CLIP(**TINY_CFG).visual.eval()
+
+
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine of each row pair, in float64: computed here rather than by edgeclip's own fidelity code, so a round-trip
     test does not grade the product with the function it tests."""

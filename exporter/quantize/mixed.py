@@ -21,6 +21,7 @@ from edgeclip.errors import EdgeclipError
 
 from .attention import split_attention
 from .outliers import LINEARS
+from .smooth import MIN_RANGE_RATIO
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,26 @@ def residual_blocks(module: nn.Module) -> dict[str, nn.Module]:
         if len(kids) >= 2 and len({type(c) for _, c in kids}) == 1:
             found.update({f"{name}.{k}" if name else k: c for k, c in kids})
     return found
+
+
+def residual_outliers(module: nn.Module, calib: np.ndarray, min_ratio: float = MIN_RANGE_RATIO) -> dict:
+    """The blocks whose residual stream carries outlier channels, so a static .pte keeps their adds float by default.
+
+    Each block's output is its second residual add's result; where its largest channel range exceeds ``min_ratio``
+    x the median channel's (SmoothQuant's test for a LayerNorm output, same threshold), one per-tensor int8 range
+    sized for that channel leaves the others a few levels.  Long-pretrained ViTs have such channels in the residual
+    stream ("massive activations"), which LayerNorm hides from the Linears, so SmoothQuant cannot move them; the
+    trained fixtures measure 1.8-2.6 and keep every add int8.  Returns the ``<block>:add`` units to keep float and
+    every block's ratio, for the manifest."""
+    from .outliers import output_ranges, range_ratio
+
+    model = split_attention(module)
+    ranges = output_ranges(model, list(residual_blocks(model)), calib)
+    ratios = {b: round(range_ratio(r), 1) for b, r in ranges.items()}
+    return {"float": [f"{b}{RESIDUAL}" for b, r in ratios.items() if r > min_ratio],
+            "block_output_range_ratios": ratios, "threshold": min_ratio, "calibration_images": int(len(calib)),
+            "rule": "a block whose output (the residual stream) has a channel range above the threshold x the median "
+                    "channel's keeps its residual adds float: one int8 range for that stream would starve the other channels"}
 
 
 def check_float_layers(module: nn.Module, names: tuple[str, ...] | list[str]) -> None:

@@ -88,6 +88,11 @@ def norm_feeds(module: nn.Module, example: torch.Tensor) -> list[NormFeed]:
 
 def channel_ranges(module: nn.Module, feeds: list[NormFeed], inputs: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
     """Per-channel max |activation| of each fed norm's output over ``inputs`` (calibration images)."""
+    return output_ranges(module, [f.norm for f in feeds], inputs, batch)
+
+
+def output_ranges(module: nn.Module, names: list[str], inputs: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+    """Per-channel (last dimension) max |output| of each named submodule over ``inputs``."""
     mods = dict(module.named_modules())
     amax: dict[str, torch.Tensor] = {}
 
@@ -97,7 +102,7 @@ def channel_ranges(module: nn.Module, feeds: list[NormFeed], inputs: np.ndarray,
             amax[name] = torch.maximum(amax[name], a) if name in amax else a
         return h
 
-    handles = [mods[f.norm].register_forward_hook(hook(f.norm)) for f in feeds]
+    handles = [mods[n].register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
             for i in range(0, len(inputs), batch):

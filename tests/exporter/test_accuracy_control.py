@@ -12,7 +12,7 @@ from edgeclip.errors import FidelityError
 from edgeclip.exporter.accuracy_control import control, smallest_passing, top1_lost
 from edgeclip.exporter.quantize.mixed import FakeInt8
 from edgeclip.exporter.quantize.outliers import inject_outliers, norm_feeds
-from tests.conftest import TINY_CFG
+from tests.conftest import tiny_visual
 
 
 def test_control_builds_few_files_and_keeps_the_fewest_layers():
@@ -44,15 +44,8 @@ def test_smallest_passing_and_loss_counts_only_losses():
     assert top1_lost(ref, out, np.array([0, 0, 2, 3])) == 25.0
 
 
-def _tiny_visual():
-    import open_clip
-
-    torch.manual_seed(0)
-    return open_clip.CLIP(**TINY_CFG).visual.eval()
-
-
 def test_sensitivity_ranks_the_layer_behind_an_outlier_first():
-    model = _tiny_visual()
+    model = tiny_visual()
     x = torch.randn(32, 3, 32, 32)
     feeds = norm_feeds(model, x[:2])
     target = next(f for f in feeds if f.norm.endswith("1.ln_2"))      # only block 1's MLP input gets an outlier
@@ -67,40 +60,11 @@ def test_sensitivity_ranks_the_layer_behind_an_outlier_first():
     assert [s.rel_error for s in sens] == sorted((s.rel_error for s in sens), reverse=True)
 
 
-def test_a_residual_stream_outlier_ranks_the_blocks_adds_first_when_the_route_makes_them_int8():
-    """A large channel in the residual stream (LayerNorm then hides it from every Linear) hurts only where the adds
-    are int8: with ``residual_adds`` the blocks carrying it rank first; without, no add unit is offered."""
-    model = _tiny_visual()
-    with torch.no_grad():
-        model.transformer.resblocks[0].mlp.c_proj.bias[5] += 200.0    # stream channel 5 ~200, the rest ~1
-    x = torch.randn(32, 3, 32, 32).numpy()
-    sens = FakeInt8(model, x, "static", residual_adds=True).sensitivity()
-    adds = {"transformer.resblocks.0:add", "transformer.resblocks.1:add"}
-    assert {s.layer for s in sens[:2]} == adds and sens[0].act_range > 150
-    assert sens[1].rel_error > 10 * sens[2].rel_error                   # far above every Linear
-    plain = FakeInt8(model, x, "static").sensitivity()
-    assert not adds & {s.layer for s in plain} and len(plain) == len(sens) - 2
-
-
-def test_residual_blocks_are_the_stacked_blocks_not_their_mlps():
-    import timm
-
-    from edgeclip.exporter.quantize.attention import split_attention
-    from edgeclip.exporter.quantize.mixed import residual_blocks
-
-    assert list(residual_blocks(split_attention(_tiny_visual()))) == ["transformer.resblocks.0", "transformer.resblocks.1"]
-    # a model wrapped with its head in a Sequential: the wrapper's member is not a block (its output is not a stream)
-    wrapped = torch.nn.Sequential(_tiny_visual(), torch.nn.Linear(8, 3))
-    assert list(residual_blocks(wrapped)) == ["0.transformer.resblocks.0", "0.transformer.resblocks.1"]
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=32, patch_size=8)
-    assert list(residual_blocks(vit)) == ["blocks.0", "blocks.1", "blocks.2"]
-
-
 def test_float_layer_names_that_keep_nothing_float_are_refused():
     from edgeclip.errors import EdgeclipError
     from edgeclip.exporter.quantize.mixed import check_float_layers
 
-    model = _tiny_visual()
+    model = tiny_visual()
     check_float_layers(model, ("transformer.resblocks.0.mlp.c_fc", "transformer.resblocks.1.mlp",
                                "transformer.resblocks.1:add", "transformer.resblocks.0.attn.q"))   # split-attention path
     with pytest.raises(EdgeclipError, match=r"^--float-layer transformer.resblocks.2:add: 'transformer.resblocks.2' is "
@@ -113,29 +77,9 @@ def test_float_layer_names_that_keep_nothing_float_are_refused():
         check_float_layers(model, ("transformer.resblocks.0.ln_1",))
 
 
-def test_a_blocks_add_unit_keeps_exactly_its_own_residual_adds_float_in_the_static_pte():
-    from edgeclip.exporter.formats.aoti import quantize_x86
-    from edgeclip.exporter.quantize.attention import split_attention
-    from edgeclip.exporter.quantize.pt2e_xnnpack import quantize_pt2e_xnnpack
-
-    model = split_attention(_tiny_visual())
-    x = torch.randn(16, 3, 32, 32)
-    _, plain = quantize_pt2e_xnnpack(model, x[:2], "static", x.numpy())
-    _, one = quantize_pt2e_xnnpack(model, x[:2], "static", x.numpy(), float_layers=("transformer.resblocks.1:add",))
-    # two residual adds per block + the position embedding; block 1's two leave, its Linears stay int8
-    assert plain["int8_activation_ops"]["add"] == 5 and one["int8_activation_ops"]["add"] == 3
-    assert one["float_ops"]["add"] == plain["float_ops"].get("add", 0) + 2
-    assert one["int8_weight_ops"] == plain["int8_weight_ops"]
-    # Inductor's x86 quantizer leaves adds float already: the unit is accepted and changes nothing there
-    g_plain, _ = quantize_x86(model, x[:2], "static", x[:8].numpy())
-    g_one, facts = quantize_x86(model, x[:2], "static", x[:8].numpy(), float_layers=("transformer.resblocks.1:add",))
-    assert facts["float_layers"] == ["transformer.resblocks.1:add"]
-    assert torch.equal(g_plain(x[:4]), g_one(x[:4]))
-
-
 @pytest.fixture(scope="module")
 def tiny_subject_module():
-    return _tiny_visual()
+    return tiny_visual()
 
 
 def test_every_format_keeps_float_layers_float(tiny_subject_module, tmp_path):
