@@ -23,8 +23,10 @@ def report(fixture_dir, fmnist_spec, tmp_path_factory):
     # 2026-12-07), so the size bound is tighter than against the files and two fp32 exports (~9 CPU-s) are saved.
     # The fp32 .onnx of the fixture is checked against eager by tests/test_fixture_accuracy.py on 2,000 images.
     int8 = edgeclip.export(str(fixture_dir), formats=("all",), quant="int8", scheme="dynamic", backend="fbgemm", **common)
+    # static .onnx without its --sensitive-float ranking (~12 CPU-s here: one quantization and run per MatMul): the
+    # targets hold on the quantizer alone, and the ranking is tested in tests/exporter/test_export_onnx.py
     int8 += edgeclip.export(str(fixture_dir), formats=("all",), quant="int8", scheme="static", backend="fbgemm",
-                            calib_size=128, sensitive_float=2, **common)
+                            calib_size=128, sensitive_float=0, **common)
     # Bench rows for the int8 files and the fp32 eager model (the baseline every row's top-1 and agreement are
     # measured against).  One thread: this test process and its bench workers keep to one core (conftest), where two
     # threads cost ~10 % more for the same accuracy figures (onnxruntime, fixture, 2026-12-06).
