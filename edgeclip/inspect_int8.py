@@ -2,8 +2,9 @@
 
 For every Linear the int8 routes quantize: its input's range and outlier ratio on calibration images, and the
 error int8 on that layer alone adds to the model's output (``quantize.mixed.FakeInt8``), without and with
-SmoothQuant; for static int8, each transformer block's residual adds too (``<block>:add``, int8 in static .pte); for every LayerNorm that feeds Linears, its outlier channels.  The same measurements drive
-SmoothQuant and ``--max-drop``, so what this prints is what export will act on.
+SmoothQuant; for static int8, each transformer block's residual adds too (``<block>:add``, int8 in static .pte);
+for every LayerNorm that feeds Linears, its outlier channels.  The same measurements drive SmoothQuant and
+``--max-drop``, so what this prints is what export will act on.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     per call."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
+    from edgeclip.exporter.quantize.mixed import RESIDUAL
     from edgeclip.exporter.quantize.observer_ranges import with_chosen_ranges
     from edgeclip.exporter.quantize.pt2e_xnnpack import calibrate, check_calibration
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -115,8 +116,6 @@ def quantize_x86(module: torch.nn.Module, example: torch.Tensor, scheme: str, ca
     chosen_ranges = scheme == "static" and calib_method == "auto"
     config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=scheme == "dynamic")
     quantizer = xiq.X86InductorQuantizer().set_global(with_chosen_ranges(config) if chosen_ranges else config)
-    from edgeclip.exporter.quantize.mixed import RESIDUAL
-
     for name in float_layers:   # accuracy control / --float-layer: these modules get no annotation
         if not name.endswith(RESIDUAL):   # a block's residual adds: already float in this quantizer's graph
             quantizer.set_module_name_qconfig(name, None)

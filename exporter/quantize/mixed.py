@@ -20,7 +20,7 @@ from torch import nn
 from edgeclip.errors import EdgeclipError
 
 from .attention import split_attention
-from .outliers import LINEARS
+from .outliers import LINEARS, channel_amax
 from .smooth import MIN_RANGE_RATIO
 
 
@@ -151,8 +151,9 @@ class FakeInt8:
         self.stats: dict[str, tuple[float, float, torch.Tensor]] = {}
 
         def seen(name, a):
-            a = a.detach()
-            ch = a.abs().reshape(-1, a.shape[-1]).amax(0)
+            if not isinstance(a, torch.Tensor):   # a block returning several tensors has no one activation to quantize
+                return
+            ch = channel_amax(a)
             lo, hi, c = self.stats.get(name, (np.inf, -np.inf, None))
             self.stats[name] = (min(lo, float(a.min())), max(hi, float(a.max())), ch if c is None else torch.maximum(c, ch))
 

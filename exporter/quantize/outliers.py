@@ -91,15 +91,26 @@ def channel_ranges(module: nn.Module, feeds: list[NormFeed], inputs: np.ndarray,
     return output_ranges(module, [f.norm for f in feeds], inputs, batch)
 
 
+def channel_amax(a: torch.Tensor) -> torch.Tensor:
+    """Per-channel max |a|: channels are the last dimension of token activations ``[..., C]`` and the second of
+    a conv block's ``[B, C, H, W]`` feature map (FastViT / MobileCLIP stages)."""
+    a = a.detach()
+    if a.ndim == 4:
+        a = a.movedim(1, -1)
+    return a.abs().reshape(-1, a.shape[-1]).amax(0).float()
+
+
 def output_ranges(module: nn.Module, names: list[str], inputs: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
-    """Per-channel (last dimension) max |output| of each named submodule over ``inputs``."""
+    """Per-channel max |output| of each named submodule over ``inputs`` (outputs that are not one tensor are
+    skipped: there is no single activation to quantize)."""
     mods = dict(module.named_modules())
     amax: dict[str, torch.Tensor] = {}
 
     def hook(name):
         def h(mod, args, out):
-            a = out.detach().abs().reshape(-1, out.shape[-1]).amax(0).float()
-            amax[name] = torch.maximum(amax[name], a) if name in amax else a
+            if isinstance(out, torch.Tensor):
+                a = channel_amax(out)
+                amax[name] = torch.maximum(amax[name], a) if name in amax else a
         return h
 
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]

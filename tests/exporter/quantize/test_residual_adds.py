@@ -113,3 +113,26 @@ def test_static_pte_keeps_outlier_blocks_adds_float_by_default_and_that_is_what_
     with torch.no_grad():
         cos_naive, cos_held = (row_cosine(g(x).numpy(), ref).mean() for g in (naive, held))
     assert 1 - cos_naive > 3 * (1 - cos_held)     # 7.7e-5 against 1.5e-5 here (2-core AMD EPYC, 2026-12-07)
+
+
+def test_conv_blocks_are_measured_per_channel_not_per_column():
+    """FastViT / MobileCLIP stages output ``[B, C, H, W]``: a hot channel is found along C (per W it is invisible)."""
+    import timm
+
+    from edgeclip.exporter.quantize.outliers import channel_amax, range_ratio
+    from tests.models.tiny_trunks import FASTVIT_KW
+
+    fmap = torch.ones(2, 16, 4, 4)
+    fmap[:, 3] = 50.0
+    assert range_ratio(channel_amax(fmap).numpy()) == 50.0
+    assert range_ratio(channel_amax(torch.ones(2, 5, 16)).numpy()) == 1.0     # tokens x channels: the last dim
+    torch.manual_seed(0)
+    net = timm.create_model("fastvit_sa12", pretrained=False, **FASTVIT_KW).eval()
+    blocks = list(residual_blocks(net))
+    assert blocks == ["stages.3.blocks.0", "stages.3.blocks.1"]     # the attention stage: the stages holding Linears
+    with torch.no_grad():
+        block = net.get_submodule(blocks[0])                         # a hot channel in the stream of block 0 onwards
+        block.mlp.fc2.bias[7] += 500.0
+        block.layer_scale_2.gamma[7] = 1.0                           # (the layer scale starts at 1e-5)
+    found = residual_outliers(net, _images(4).numpy())
+    assert found["float"] == [f"{b}:add" for b in blocks], found["block_output_range_ratios"]
