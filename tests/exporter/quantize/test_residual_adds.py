@@ -112,7 +112,7 @@ def test_static_pte_keeps_outlier_blocks_adds_float_by_default_and_that_is_what_
     held, _ = quantize_pt2e_xnnpack(split, x[:2], "static", x.numpy(), float_layers=tuple(facts["residual_adds_float"]["float"]))
     with torch.no_grad():
         cos_naive, cos_held = (row_cosine(g(x).numpy(), ref).mean() for g in (naive, held))
-    assert 1 - cos_naive > 3 * (1 - cos_held)     # 7.7e-5 against 1.5e-5 here (2-core AMD EPYC, 2026-12-07)
+    assert 1 - cos_naive > 3 * (1 - cos_held)     # 8.0e-5 against 1.6e-5 here (2-core AMD EPYC, 2026-12-07)
 
 
 def test_conv_blocks_are_measured_per_channel_not_per_column():
