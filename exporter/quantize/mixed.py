@@ -102,8 +102,8 @@ def residual_outliers(module: nn.Module, calib: np.ndarray, min_ratio: float = M
     every block's ratio, for the manifest."""
     from .outliers import output_ranges, range_ratio
 
-    model = split_attention(module)
-    ranges = output_ranges(model, list(residual_blocks(model)), calib)
+    # the module as given (no split-attention copy): splitting renames attention internals, never a block's path
+    ranges = output_ranges(module, list(residual_blocks(module)), calib)
     ratios = {b: round(range_ratio(r), 1) for b, r in ranges.items()}
     return {"float": [f"{b}{RESIDUAL}" for b, r in ratios.items() if r > min_ratio],
             "block_output_range_ratios": ratios, "threshold": min_ratio, "calibration_images": int(len(calib)),
