@@ -55,6 +55,14 @@ def smallest_passing(n: int, passes: Callable[[int], bool]) -> int:
     return hi
 
 
+def _still_int8(facts: dict) -> str:
+    """What a file built with every candidate float still runs in int8 (ops no candidate covers, e.g. a static
+    .pte's patch-embedding conv, position-embedding add and class-token cat), from its quantization facts."""
+    ops = {**facts.get("int8_weight_ops", {}), **facts.get("int8_activation_ops", {})}
+    ops = {op: n for op, n in ops.items() if n}
+    return f" (still int8: {', '.join(f'{n} {op}' for op, n in sorted(ops.items()))})" if ops else ""
+
+
 def control(rank: Callable[[], list[str]], max_drop: float, build: Callable[[tuple[str, ...]], tuple[dict, float]],
             name: str, predict: Callable[[list[str]], int] | None = None
             ) -> tuple[tuple[str, ...], Attempt, list[Attempt]]:
@@ -83,8 +91,8 @@ def control(rank: Callable[[], list[str]], max_drop: float, build: Callable[[tup
     while attempt(k).loss > max_drop:      # the prediction was optimistic: grow by half until a file passes
         if k == n:
             raise FidelityError(f"{name} not written: int8 loses {tried[-1].loss:.2f} pt top-1 on held-out calibration "
-                                f"images even with all {k} layers float (bar {max_drop} pt); raise --max-drop or use "
-                                "--quant none")
+                                f"images even with all {k} layers float{_still_int8(tried[-1].facts)} (bar {max_drop} pt); "
+                                "raise --max-drop or use --quant none")
         lo, k = k, min(n, k + max(1, k // 2))
     best = tried[-1]
     while k - lo > 1:                      # then the fewest in (lo, k] on real files

@@ -32,8 +32,12 @@ def test_control_builds_few_files_and_keeps_the_fewest_layers():
     def no_rank():
         raise AssertionError("ranked although full int8 passed")
     assert control(no_rank, 3.0, build, "x")[0] == ()                # full int8 passes: nothing measured
-    with pytest.raises(FidelityError, match="even with all 20 layers float"):
+    with pytest.raises(FidelityError, match=r"even with all 20 layers float \(bar 0.5 pt\)"):
         control(lambda: ranked, 0.5, lambda layers: ({}, 1.0), "x", predict=lambda r: 1)
+    # what no candidate covers is named, from the last file's facts
+    facts = {"int8_weight_ops": {"conv2d": 1, "linear": 0}, "int8_activation_ops": {"add": 1, "cat": 1}}
+    with pytest.raises(FidelityError, match=r"even with all 20 layers float \(still int8: 1 add, 1 cat, 1 conv2d\) "):
+        control(lambda: ranked, 0.5, lambda layers: (facts, 1.0), "x", predict=lambda r: 1)
 
 
 def test_smallest_passing_and_loss_counts_only_losses():
