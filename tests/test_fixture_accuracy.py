@@ -25,8 +25,9 @@ def test_cli_export_then_bench_reproduces_fixture_through_onnxruntime(fixture_di
     r = runner.invoke(main, ["export", "--model", str(fixture_dir), "--format", "onnx", "--data", fmnist_spec, "--out", str(out),
                              "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
+    # one thread: this xdist worker keeps to one core (conftest); two bench threads would contend with the other worker
     r = runner.invoke(main, ["bench", "--target", "cpu", "--out", str(out), "--data", fmnist_spec, "--limit", str(N),
-                             "--rounds", "2", "--reps", "5", "--json"], catch_exceptions=False)
+                             "--threads", "1", "--rounds", "2", "--reps", "5", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = {row["artifact"]: row for row in json.loads(r.stdout)["rows"]}
     eager = rows["tiny_clip_fmnist fp32 eager"]

@@ -92,7 +92,7 @@ def test_installed_wheel_exports_verifies_and_benches(installed, fmnist_spec, tm
     assert "pass" in r.stdout
     # Eager and int8 on the first 2,000 test images (agreement, and eager against its measured first-2000 figures;
     # eager over all 10,000 ran here before: ~20 CPU-s more); the int8 file over all 10,000 below
-    r = run("bench", "out", "--data", fmnist_spec, "--limit", "2000", "--threads", "2", "--rounds", "1", "--reps", "3", "--json")
+    r = run("bench", "out", "--data", fmnist_spec, "--limit", "2000", "--threads", "1", "--rounds", "1", "--reps", "3", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {x["artifact"]: x for x in json.loads(r.stdout)["rows"]}
     documented = json.loads((ROOT / "models" / "weights" / "edgeclip_fmnist" / "metrics.json").read_text())
