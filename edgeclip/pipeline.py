@@ -16,6 +16,7 @@ import torch
 from edgeclip.errors import EdgeclipError
 from edgeclip.exporter.atomic import check_out_dir
 from edgeclip.exporter.export import write_artifact
+from edgeclip.exporter.quantize.mixed import check_float_layers
 from edgeclip.exporter.recipe import ExportRecipe
 from edgeclip.manifest import Artifact, collect_artifacts, open_artifact
 from edgeclip.models.datasets import load_dataset
@@ -59,6 +60,8 @@ def _export(model, example_input, recipe: ExportRecipe, preprocess, labels, prog
     if isinstance(model, torch.nn.Module):
         recipe = replace(recipe, model=prep.source["model"])
     subject = export_subject(prep, data, recipe.verify_size, example_input, progress)
+    if recipe.float_layers:   # a name that keeps nothing float is refused once, before calibration and every format
+        check_float_layers(subject.module, recipe.float_layers)
     if prep.compression is not None:   # refused here, before any file, when compression cost too much
         subject.compression = gate_compression(prep, subject, data, recipe)
         prep.stages = None   # the intermediate models are only needed to name a refused pass

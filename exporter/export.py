@@ -27,7 +27,6 @@ from .atomic import staged_dir
 from .fidelity import bar_for, compare
 from .formats.onnx import OPSET
 from .quantize.embedding import int8_embeddings
-from .quantize.mixed import check_float_layers
 from .quantize.smooth import smooth
 from .recipe import FORMATS, ExportRecipe, slug
 from .routes import find
@@ -119,8 +118,6 @@ def write_artifact(subject: ExportSubject, recipe: ExportRecipe, fmt: str, out_d
     name = artifact_name(subject, recipe, fmt)
     final = Path(out_dir) / name
     t0 = time.perf_counter()
-    if recipe.float_layers:   # a name that keeps nothing float is refused before any work, not silently ignored
-        check_float_layers(subject.module, recipe.float_layers)
     with staged_dir(final) as stage:
         produced, emb_info = subject, {}
         if recipe.quant == "int8":   # model-level rewrites every format's int8 pass starts from

@@ -124,6 +124,18 @@ def test_every_format_keeps_float_layers_float(tiny_subject_module, tmp_path):
     assert any(v.shape == w.T.shape and np.array_equal(v, w.T) for v in weights.values())
 
 
+def test_export_refuses_a_float_layer_name_that_keeps_nothing_float_and_writes_nothing(tiny_subject_module, tmp_path):
+    import edgeclip
+    from edgeclip.errors import EdgeclipError
+    from edgeclip.models.preprocess import Preprocess
+
+    with pytest.raises(EdgeclipError, match=r"^--float-layer transformer.resblocks.0.mlp.c_fx: no module of this model"):
+        edgeclip.export(tiny_subject_module, example_input=torch.randn(2, 3, 32, 32), task="image-encoder",
+                        preprocess=Preprocess(size=32), data=None, quant="int8", formats=("onnx", "pte"),
+                        float_layers=("transformer.resblocks.0.mlp.c_fx",), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_max_drop_meets_its_bar_on_outliers_where_full_int8_misses(fmnist_spec, tmp_path):
     """The built-in trained model with x50 outliers, SmoothQuant off (so layer fallback is what is tested): full
     int8 .ptl (fbgemm, dynamic) misses the bar on the held-out calibration images; --max-drop 0.5 keeps some layers
