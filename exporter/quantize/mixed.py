@@ -72,6 +72,11 @@ def quantizable_layers(module: nn.Module) -> dict[str, nn.Module]:
 RESIDUAL = ":add"   # "<block>:add" names a transformer block's residual adds as one float-able unit
 
 
+def add_unit_block(name: str) -> str | None:
+    """The block path of a ``<block>:add`` unit name; None for a module path."""
+    return name[:-len(RESIDUAL)] if name.endswith(RESIDUAL) else None
+
+
 def residual_blocks(module: nn.Module) -> dict[str, nn.Module]:
     """The transformer blocks, by path: members of a ModuleList / Sequential stack of at least two modules of one
     class that hold Linears (open_clip's ``transformer.resblocks.N``, timm's ``blocks.N``).
@@ -119,10 +124,11 @@ def check_float_layers(module: nn.Module, names: tuple[str, ...] | list[str]) ->
     holders = {n for n, m in model.named_modules() if any(type(x) in LINEARS for x in m.modules())}
     blocks = residual_blocks(model)
     for name in names:
-        if name.endswith(RESIDUAL):
-            if name[:-len(RESIDUAL)] not in blocks:
+        block = add_unit_block(name)
+        if block is not None:
+            if block not in blocks:
                 some = next(iter(blocks), None)
-                raise EdgeclipError(f"--float-layer {name}: {name[:-len(RESIDUAL)]!r} is not a transformer block of this "
+                raise EdgeclipError(f"--float-layer {name}: {block!r} is not a transformer block of this "
                                     "model" + (f"; blocks are named like {some}{RESIDUAL}" if some else
                                                " (it has none; name a layer instead)"))
         elif name not in holders:

@@ -122,10 +122,10 @@ def float_filter(float_layers: tuple[str, ...]):
     the adds inside its submodules)."""
     from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
-    from edgeclip.exporter.quantize.mixed import RESIDUAL
+    from edgeclip.exporter.quantize.mixed import add_unit_block
 
-    modules = [get_module_name_filter(name) for name in float_layers if not name.endswith(RESIDUAL)]
-    blocks = {name[:-len(RESIDUAL)] for name in float_layers if name.endswith(RESIDUAL)}
+    modules = [get_module_name_filter(name) for name in float_layers if add_unit_block(name) is None]
+    blocks = {add_unit_block(name) for name in float_layers} - {None}
 
     def keep_float(n: torch.fx.Node) -> bool:
         return any(f(n) for f in modules) or (n.target in _ADDS and _innermost_module(n) in blocks)
